@@ -1,0 +1,35 @@
+"""portscout: a TCP port scanner for Python, as a library and a command line.
+
+>>> import portscout
+>>> report = portscout.scan("127.0.0.1", "22,80,443")   # doctest: +SKIP
+>>> report.open_ports()                                   # doctest: +SKIP
+"""
+
+from portscout.errors import (
+    OptionError,
+    PortscoutError,
+    PortSpecError,
+    PrivilegeError,
+    ScanError,
+    StoreError,
+    TargetError,
+    UsageError,
+)
+from portscout.results import Protocol, Reason, Report, Result, State
+
+__all__ = [
+    "OptionError",
+    "PortSpecError",
+    "PortscoutError",
+    "PrivilegeError",
+    "Protocol",
+    "Reason",
+    "Report",
+    "Result",
+    "ScanError",
+    "State",
+    "StoreError",
+    "TargetError",
+    "UsageError",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""The exception tree of portscout. Imports nothing from the package.
+
+::
+
+    PortscoutError              base of everything portscout raises on purpose
+    ├── UsageError              the user's input is wrong: exit code 2
+    │   ├── TargetError         a target spec, host name or target file is bad
+    │   ├── PortSpecError       a port spec is bad
+    │   └── OptionError         an option value or combination is bad
+    └── ScanError               the scan could not run or finish: exit code 1
+        ├── PrivilegeError      the engine needs a privilege the process lacks
+        └── StoreError          the history database is unusable
+
+A port that does not answer is a ``Result`` with state ``filtered``, never an exception.
+Messages are one line and name the bad value, so the CLI prints ``str(exc)`` as it is.
+"""
+
+from __future__ import annotations
+
+
+class PortscoutError(Exception):
+    """Base class: catching it catches everything portscout raises deliberately."""
+
+    exit_code: int = 1
+
+
+class UsageError(PortscoutError):
+    """Bad input from the user; the CLI exits with code 2."""
+
+    exit_code = 2
+
+
+class TargetError(UsageError):
+    """A target specification that cannot be parsed or resolved."""
+
+
+class PortSpecError(UsageError):
+    """A port specification that cannot be parsed."""
+
+
+class OptionError(UsageError):
+    """An option value, or a combination of options, that cannot work."""
+
+
+class ScanError(PortscoutError):
+    """The scan itself failed at run time; the CLI exits with code 1."""
+
+
+class PrivilegeError(ScanError):
+    """The chosen engine needs a privilege (root, CAP_NET_RAW) that the process lacks."""
+
+
+class StoreError(ScanError):
+    """The history database is missing, corrupt, foreign or locked."""

@@ -1,0 +1,124 @@
+"""What a scan finds: ``Result`` per probe, ``State`` and ``Reason`` as nmap spells them,
+and ``Report``, the summary of a finished (or interrupted) scan.
+
+Core module: imports only the standard library and ``errors``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address
+
+IPAddress = IPv4Address | IPv6Address
+
+
+class Protocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class State(StrEnum):
+    """Port states, spelled as in nmap's output and XML."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+    FILTERED = "filtered"
+
+
+class Reason(StrEnum):
+    """Why a port got its state; the values are nmap's ``reason`` attribute strings."""
+
+    SYN_ACK = "syn-ack"  # open: the handshake completed (connect) or a SYN-ACK came back (SYN)
+    CONN_REFUSED = "conn-refused"  # closed: connect() failed with ECONNREFUSED
+    RESET = "reset"  # closed: a RST came back (SYN scan)
+    NO_RESPONSE = "no-response"  # filtered: nothing came back after every retry
+    HOST_UNREACH = "host-unreach"  # filtered: ICMP host unreachable / EHOSTUNREACH
+    NET_UNREACH = "net-unreach"  # filtered: ICMP network unreachable / ENETUNREACH
+    PORT_UNREACH = "port-unreach"  # filtered for TCP: ICMP port unreachable
+    PROTO_UNREACH = "proto-unreach"
+    ADMIN_PROHIBITED = "admin-prohibited"  # ICMP communication administratively prohibited
+    HOST_PROHIBITED = "host-prohibited"
+    NET_PROHIBITED = "net-prohibited"
+    TIME_EXCEEDED = "time-exceeded"
+    LOCALHOST_RESPONSE = "localhost-response"
+    USER_SET = "user-set"  # the user said so (-Pn: host assumed up)
+    ECHO_REPLY = "echo-reply"  # host discovery: ICMP echo reply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """The answer to one probe: one (host, port, protocol).
+
+    ``rtt`` is the round trip of the probe that decided the state, in seconds, or ``None``
+    when nothing came back. ``tries`` counts the probes sent for this port (1 without
+    retransmissions). ``reason_ttl`` is the TTL/hop limit of the answer where the engine
+    sees packets (SYN engine), else ``None``.
+    """
+
+    host: IPAddress
+    port: int
+    state: State
+    reason: Reason
+    protocol: Protocol = Protocol.TCP
+    rtt: float | None = None
+    tries: int = 1
+    reason_ttl: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready mapping with stable keys (the JSON-lines schema)."""
+        return {
+            "host": str(self.host),
+            "port": self.port,
+            "protocol": self.protocol.value,
+            "state": self.state.value,
+            "reason": self.reason.value,
+            "rtt": self.rtt,
+            "tries": self.tries,
+            "reason_ttl": self.reason_ttl,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class Report:
+    """A scan's outcome, built incrementally while results arrive.
+
+    ``results`` keeps every result whose state is not ``closed``: on large scans closed
+    ports are the bulk and are only counted (as nmap's "Not shown: N closed tcp ports"),
+    while ``counts`` covers every state. The iterator APIs stream every result, closed
+    ones included, for callers that want them all.
+    """
+
+    engine: str
+    key: int
+    started: float  # wall-clock epoch seconds
+    finished: float | None = None
+    probes_planned: int = 0
+    probes_sent: int = 0
+    interrupted: bool = False
+    results: list[Result] = field(default_factory=list)
+    counts: Counter[State] = field(default_factory=Counter)
+
+    def add(self, result: Result) -> None:
+        self.counts[result.state] += 1
+        if result.state is not State.CLOSED:
+            self.results.append(result)
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.finished is None else self.finished - self.started
+
+    def open_ports(self, host: IPAddress | None = None) -> list[int]:
+        """Sorted open ports, of one host or of all hosts together."""
+        return sorted(
+            {
+                r.port
+                for r in self.results
+                if r.state is State.OPEN and (host is None or r.host == host)
+            }
+        )
+
+    def hosts(self) -> list[IPAddress]:
+        """Hosts that have at least one kept (non-closed) result, in address order."""
+        return sorted({r.host for r in self.results}, key=lambda a: (a.version, int(a)))
