@@ -122,3 +122,18 @@ class Report:
     def hosts(self) -> list[IPAddress]:
         """Hosts that have at least one kept (non-closed) result, in address order."""
         return sorted({r.host for r in self.results}, key=lambda a: (a.version, int(a)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanMeta:
+    """What output writers need to know about a scan before its first result arrives."""
+
+    args: tuple[str, ...]  # the command line as given (argv), for nmap's ``args`` attribute
+    scan_type: str  # nmap's scaninfo type: "connect" or "syn"
+    engine: str
+    ports: tuple[int, ...]  # sorted
+    started: float  # wall-clock epoch seconds
+    version: str
+    key: int
+    protocol: Protocol = Protocol.TCP
+    hostnames: dict[IPAddress, str] = field(default_factory=dict)  # names the user gave
