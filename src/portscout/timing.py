@@ -1,0 +1,670 @@
+"""Scan timing as pure objects: round-trip estimation, probe timeouts, adaptive retries,
+congestion windows, rate limits and the -T0..-T5 templates.
+
+Events go in (a probe was sent, answered, given up on) with the time they happened; decisions
+come out (may I send, how long to wait, how long to wait for an answer, may I retransmit).
+Times are float seconds on a monotonic clock, always passed in: nothing here reads the clock,
+sleeps, or touches a socket. Imports only the standard library and ``errors``.
+
+The model is nmap's ``ultra_scan`` (``timing.cc``, ``scan_engine.cc``):
+
+* RTT: SRTT/RTTVAR as RFC 6298 §2, timeout ``srtt + 4*rttvar`` clamped to
+  ``[min_rtt_timeout, max_rtt_timeout]``, ``initial_rtt_timeout`` before any sample.
+* Congestion: per-host and group windows (``ultra_timing_vals``): slow start up to
+  ``ssthresh``, then congestion avoidance. Growth is scaled by expected/received replies
+  (``cc_scale``) so that hosts whose ports are mostly filtered still grow their window.
+* A *drop* is not "a probe went unanswered": a filtered port never answers. As in nmap, a
+  drop is an answer to a retransmission (the earlier try was lost although the port
+  answers) or an unanswered probe to a port known to answer (nmap's timing "ping"). One
+  decrease per burst of drops: only probes sent after the last decrease count.
+* Retries: a host may use ``max(1, highest try number that got an answer + 1)``
+  retransmissions, capped by ``max_retries``; losses raise it, so ports behind RST or
+  ICMP rate limiting get enough tries before they are called filtered.
+* Send delay: raised when drops are frequent (nmap's ``boostScanDelay``), never above
+  ``max_scan_delay``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Hashable
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar
+
+from portscout.errors import OptionError
+
+__all__ = [
+    "TEMPLATE_NAMES",
+    "CongestionWindow",
+    "HostTiming",
+    "RttEstimator",
+    "ScanTiming",
+    "TimingPolicy",
+    "TokenBucket",
+    "behind_min_rate",
+    "parse_duration",
+    "parse_template",
+]
+
+TEMPLATE_NAMES = ("paranoid", "sneaky", "polite", "normal", "aggressive", "insane")
+
+# nmap scan_performance_vars::init(): window constants.
+_INITIAL_CWND = 10
+_INITIAL_SSTHRESH = 75
+_SLOW_INCR = 1.0
+_CC_SCALE_MAX = 50.0
+_GROUP_DROP_CWND_DIVISOR = 2.0
+# nmap boostScanDelay(): first boost of a TCP send delay, and the doubling ceiling.
+_FIRST_BOOST = 0.005
+_BOOST_DOUBLING_LIMIT = 1.0
+
+
+def _fmt(seconds: float) -> str:
+    """A duration as nmap spells it: ``500ms``, ``2s``."""
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)?")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str, *, option: str | None = None) -> float:
+    """Parse an nmap time spec into seconds: ``500ms``, ``2s``, ``1m``, ``1h``; a bare
+    number (``0.5``) is seconds, as nmap's ``tval2secs``.
+
+    Raises OptionError naming the text (and ``option``, when given) for anything else,
+    including negative, empty or non-finite values.
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        where = f" for {option}" if option else ""
+        raise OptionError(
+            f"invalid time '{text}'{where} (use e.g. 500ms, 2s, 1m, 1h; a bare number is seconds)"
+        )
+    return float(match[1]) * _UNIT[match[2]]
+
+
+def parse_template(text: str) -> int:
+    """The -T argument: ``0``..``5`` or a name (``paranoid`` .. ``insane``, any case)."""
+    if text in {"0", "1", "2", "3", "4", "5"}:
+        return int(text)
+    if text.lower() in TEMPLATE_NAMES:
+        return TEMPLATE_NAMES.index(text.lower())
+    raise OptionError(f"invalid timing template '{text}' (use 0-5 or {', '.join(TEMPLATE_NAMES)})")
+
+
+# (low field, high field) pairs that must be ordered; override() bends one to the other.
+_ORDERED = (
+    ("min_rtt_timeout", "initial_rtt_timeout"),
+    ("initial_rtt_timeout", "max_rtt_timeout"),
+    ("min_rtt_timeout", "max_rtt_timeout"),
+    ("min_parallelism", "max_parallelism"),
+    ("min_rate", "max_rate"),
+    ("scan_delay", "max_scan_delay"),
+)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _show(name: str, value: float) -> str:
+    return f"{value:g}" if "rate" in name or "parallelism" in name else _fmt(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimingPolicy:
+    """Every timing knob of a scan, validated when built; defaults are nmap's -T3.
+
+    Durations are seconds; ``min_rate``/``max_rate`` are probes per second (None: no
+    bound); parallelism counts probes in flight. ``host_timeout`` None: never give up on a
+    host. ``level`` is the -T level, which also picks nmap's congestion constants.
+    Raises OptionError with one line naming the option(s) at fault.
+    """
+
+    level: int = 3
+    initial_rtt_timeout: float = 1.0
+    min_rtt_timeout: float = 0.1
+    max_rtt_timeout: float = 10.0
+    max_retries: int = 10
+    host_timeout: float | None = None
+    min_rate: float | None = None
+    max_rate: float | None = None
+    min_parallelism: int = 1
+    max_parallelism: int = 300
+    scan_delay: float = 0.0
+    max_scan_delay: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.level not in range(6):
+            raise OptionError(f"invalid timing level {self.level} (use 0-5)")
+        for name in ("initial_rtt_timeout", "max_rtt_timeout", "host_timeout"):
+            self._check(name, positive=True)
+        for name in ("min_rtt_timeout", "scan_delay", "max_scan_delay"):
+            self._check(name, positive=False)
+        for name in ("min_rate", "max_rate"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise OptionError(f"{_flag(name)} {value:g} must be a positive number")
+        if self.max_retries < 0:
+            raise OptionError(f"--max-retries {self.max_retries} must not be negative")
+        for name in ("min_parallelism", "max_parallelism"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"{_flag(name)} {getattr(self, name)} must be at least 1")
+        for low, high in _ORDERED:
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                raise OptionError(
+                    f"{_flag(low)} {_show(low, lo)} exceeds {_flag(high)} {_show(high, hi)}"
+                )
+
+    def _check(self, name: str, *, positive: bool) -> None:
+        value = getattr(self, name)
+        if value is None and name == "host_timeout":
+            return
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "positive" if positive else "at least 0"
+            raise OptionError(f"{_flag(name)} {value:g} must be {bound} seconds")
+
+    @classmethod
+    def template(cls, level: int) -> TimingPolicy:
+        """nmap's timing template -T<level> (values from nmap.cc and its manual):
+
+        0 paranoid    one probe at a time, 5 min between probes, 5 min initial timeout:
+                      IDS evasion.
+        1 sneaky      one at a time, 15 s between probes, 15 s initial timeout.
+        2 polite      one at a time, 0.4 s between probes: spares the target and the link.
+        3 normal      the defaults: timeout 1 s initially, 100 ms..10 s; 10 retries.
+        4 aggressive  timeout 500 ms initially, 100 ms..1.25 s; 6 retries; send delay at
+                      most 10 ms; faster window growth. For fast, reliable networks.
+        5 insane      timeout 250 ms initially, 50 ms..300 ms; 2 retries; 15 min per host;
+                      send delay at most 5 ms. Trades accuracy for speed.
+
+        Change single fields with ``override`` (or ``dataclasses.replace``).
+        """
+        values: dict[int, dict[str, float | int | None]] = {
+            0: {"max_parallelism": 1, "scan_delay": 300.0, "initial_rtt_timeout": 300.0},
+            1: {"max_parallelism": 1, "scan_delay": 15.0, "initial_rtt_timeout": 15.0},
+            2: {"max_parallelism": 1, "scan_delay": 0.4},
+            3: {},
+            4: {
+                "min_rtt_timeout": 0.1,
+                "max_rtt_timeout": 1.25,
+                "initial_rtt_timeout": 0.5,
+                "max_retries": 6,
+                "max_scan_delay": 0.01,
+            },
+            5: {
+                "min_rtt_timeout": 0.05,
+                "max_rtt_timeout": 0.3,
+                "initial_rtt_timeout": 0.25,
+                "max_retries": 2,
+                "host_timeout": 900.0,
+                "max_scan_delay": 0.005,
+            },
+        }
+        if level not in values:
+            raise OptionError(f"invalid timing template -T{level} (use 0-5)")
+        # nmap's setInitialRttTimeout raises max_rtt_timeout with it (-T0, -T1); a
+        # scan delay above max_scan_delay raises that too.
+        return cls(level=level).override(**values[level])
+
+    def override(self, **changes: float | int | None) -> TimingPolicy:
+        """A copy with the named fields set, as the user's options on top of a template.
+
+        Fields given here win; an ordered partner that was not given bends to fit, as in
+        nmap (``--max-rtt-timeout 1s`` on -T0 lowers the initial timeout to 1 s). Two given
+        fields that conflict raise OptionError; an unknown field name raises TypeError.
+        """
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise TypeError(f"unknown timing fields: {', '.join(sorted(unknown))}")
+        merged = {f.name: getattr(self, f.name) for f in fields(self)} | changes
+        given = set(changes)
+        changed = True
+        while changed:
+            changed = False
+            for low, high in _ORDERED:
+                lo, hi = merged[low], merged[high]
+                if lo is None or hi is None or lo <= hi:
+                    continue
+                if high in given and low not in given:
+                    merged[low], changed = hi, True
+                    given.add(low)
+                elif low in given and high not in given:
+                    merged[high], changed = lo, True
+                    given.add(high)
+        return replace(self, **merged)
+
+
+def behind_min_rate(*, min_rate: float | None, sent: int, started: float, now: float) -> bool:
+    """True when fewer than ``min_rate * (now - started)`` probes went out: the scheduler
+    should then send regardless of congestion windows and send delay (nmap --min-rate),
+    though never faster than --max-rate."""
+    return min_rate is not None and sent < min_rate * (now - started)
+
+
+class RttEstimator:
+    """Smoothed round-trip time and retransmission timeout of RFC 6298 §2.
+
+    First sample r: ``srtt = r``, ``rttvar = r/2``; then ``rttvar = 3/4 rttvar +
+    1/4 |srtt - r|`` and ``srtt = 7/8 srtt + 1/8 r``. ``timeout`` is ``srtt + 4*rttvar``
+    clamped to ``[minimum, maximum]``, or ``initial`` (clamped too) before any sample.
+    """
+
+    __slots__ = ("_initial", "_maximum", "_minimum", "rttvar", "samples", "srtt")
+    ALPHA: ClassVar[float] = 1 / 8
+    BETA: ClassVar[float] = 1 / 4
+    K: ClassVar[int] = 4
+
+    def __init__(self, *, initial: float, minimum: float, maximum: float) -> None:
+        if not 0 <= minimum <= maximum:
+            raise ValueError(f"bad timeout bounds {minimum}..{maximum}")
+        self._initial, self._minimum, self._maximum = initial, minimum, maximum
+        self.srtt: float | None = None
+        self.rttvar: float | None = None
+        self.samples = 0
+
+    @classmethod
+    def from_policy(cls, policy: TimingPolicy) -> RttEstimator:
+        return cls(
+            initial=policy.initial_rtt_timeout,
+            minimum=policy.min_rtt_timeout,
+            maximum=policy.max_rtt_timeout,
+        )
+
+    def observe(self, rtt: float, *, ambiguous: bool = False) -> bool:
+        """Take one RTT sample (seconds); return whether it was used.
+
+        ``ambiguous``: the probe went out more than once and the answer cannot be tied to
+        one transmission, so the sample is dropped (Karn's algorithm, RFC 6298 §3). An
+        engine that tells tries apart (a try number in the sequence number or the source
+        port, as nmap does; a fresh socket per connect) passes the RTT of the try that
+        was answered and ``ambiguous=False``. Raises ValueError for a negative or NaN rtt.
+        """
+        if not rtt >= 0:
+            raise ValueError(f"rtt must be a non-negative number of seconds, not {rtt}")
+        if ambiguous:
+            return False
+        if self.srtt is None or self.rttvar is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = (1 - self.BETA) * self.rttvar + self.BETA * abs(self.srtt - rtt)
+            self.srtt = (1 - self.ALPHA) * self.srtt + self.ALPHA * rtt
+        self.samples += 1
+        return True
+
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for an answer before the probe counts as unanswered."""
+        if self.srtt is None or self.rttvar is None:
+            raw = self._initial
+        else:
+            raw = self.srtt + self.K * self.rttvar
+        return min(max(raw, self._minimum), self._maximum)
+
+
+class CongestionWindow:
+    """nmap's ``ultra_timing_vals``: how many probes may be in flight (to one host, or to
+    the whole group with ``group=True``), as TCP congestion control (RFC 5681) adapted.
+
+    Answers grow the window: by ``slow_incr * scale`` below ``ssthresh`` (slow start),
+    then by ``ca_incr / cwnd * scale`` (congestion avoidance), where ``scale`` is
+    expected/received replies capped at 50, so a host that answers 1 probe in 10 still
+    grows as if it answered all. A drop sets ``ssthresh = max(in_flight / d, 2)`` and
+    ``cwnd`` to ``min_parallelism`` (a host) or halves it (the group). The window stays
+    within ``[min_parallelism, max_parallelism]``.
+    """
+
+    __slots__ = (
+        "_ca_incr",
+        "_cwnd",
+        "_group",
+        "_high",
+        "_low",
+        "_ssthresh_divisor",
+        "drops",
+        "last_drop",
+        "replies_expected",
+        "replies_received",
+        "ssthresh",
+    )
+
+    def __init__(self, policy: TimingPolicy, *, group: bool = False) -> None:
+        self._low = float(policy.min_parallelism)
+        self._high = float(max(policy.min_parallelism, policy.max_parallelism))
+        self._cwnd = min(max(float(_INITIAL_CWND), self._low), self._high)
+        self._group = group
+        self._ca_incr = 1.0 if policy.level < 4 else 2.0
+        self._ssthresh_divisor = {4: 4 / 3, 5: 5 / 4}.get(policy.level, 3 / 2)
+        self.ssthresh = float(_INITIAL_SSTHRESH)
+        self.replies_expected = 0
+        self.replies_received = 0
+        self.drops = 0
+        self.last_drop = -math.inf
+
+    @property
+    def cwnd(self) -> int:
+        """The window rounded up: ``in_flight < cwnd`` is exactly the send test."""
+        return math.ceil(self._cwnd)
+
+    def can_send(self, in_flight: int) -> bool:
+        return in_flight < self._cwnd
+
+    def on_answer(self, scale: float = 1.0) -> None:
+        """A reply came back. ``scale`` weighs it (nmap counts timing pings thrice)."""
+        self.replies_expected += 1
+        self.replies_received += 1
+        factor = min(self.replies_expected / self.replies_received, _CC_SCALE_MAX) * scale
+        if self._cwnd < self.ssthresh:
+            self._cwnd = min(self._cwnd + _SLOW_INCR * factor, self.ssthresh)
+        else:
+            self._cwnd += self._ca_incr / self._cwnd * factor
+        self._cwnd = min(max(self._cwnd, self._low), self._high)
+
+    def on_no_answer(self) -> None:
+        """A probe was given up on without it being a drop (a filtered port, most likely).
+        It only makes later answers count more (``cc_scale``)."""
+        self.replies_expected += 1
+
+    def on_drop(self, in_flight: int, *, sent: float, now: float) -> bool:
+        """A drop of a probe sent at ``sent``, seen at ``now``; ``in_flight`` counts the
+        probes still outstanding. Returns False, changing nothing, when the probe was sent
+        before the last decrease: drops come in bursts and one decrease covers a burst.
+        """
+        if sent <= self.last_drop:
+            return False
+        if self._group:
+            self._cwnd = max(self._low, self._cwnd / _GROUP_DROP_CWND_DIVISOR)
+        else:
+            self._cwnd = self._low
+        self.ssthresh = max(in_flight / self._ssthresh_divisor, 2.0)
+        self.last_drop = now
+        self.drops += 1
+        return True
+
+
+class TokenBucket:
+    """At most ``rate`` sends per second on average, bursts of at most ``burst`` sends.
+
+    ``rate`` None: no limit. Over any interval of length t at most ``rate*t + burst``
+    sends pass, provided ``consume`` is called only when ``delay`` returned 0. The bucket
+    starts full at the first call; a clock that steps back adds nothing.
+    """
+
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+    _SLACK: ClassVar[float] = 1e-9  # float rounding after sleeping exactly delay()
+
+    def __init__(self, rate: float | None, burst: int = 1) -> None:
+        if rate is not None and not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"rate must be positive, not {rate}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, not {burst}")
+        self.rate, self.burst = rate, burst
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self.rate is None:
+            return
+        if self._last is not None and now > self._last:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        if self._last is None or now > self._last:
+            self._last = now
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait before the next send; 0.0 when a send may go now."""
+        self._refill(now)
+        if self.rate is None or self._tokens >= 1 - self._SLACK:
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+    def consume(self, now: float) -> None:
+        """Record one send at ``now``. Raises ValueError if ``delay(now)`` was not 0."""
+        if self.delay(now) > 0:
+            raise ValueError("send before the token bucket allowed it")
+        if self.rate is not None:
+            self._tokens = max(self._tokens - 1, 0.0)
+
+
+class HostTiming:
+    """Everything timing knows about one target host: RTT, window, retries, send delay.
+
+    The engine reports each send, answer and give-up with its times; it asks
+    ``send_delay`` before sending, ``probe_timeout`` for how long to wait, and
+    ``retries_allowed`` for how many retransmissions a silent port gets before it is
+    called filtered. ``retries_allowed`` may still grow while probes are out (a late
+    answer to a retransmission raises it): hold ports that reached it until the host
+    has nothing in flight, then call them filtered (nmap's probe bench).
+    """
+
+    __slots__ = (
+        "_bad_since_boost",
+        "_good_since_boost",
+        "_last_boost",
+        "_last_sent",
+        "answers",
+        "boosted_delay",
+        "max_successful_tryno",
+        "policy",
+        "rtt",
+        "sent",
+        "started",
+        "timeouts",
+        "window",
+    )
+
+    def __init__(self, policy: TimingPolicy, *, started: float) -> None:
+        self.policy, self.started = policy, started
+        self.rtt = RttEstimator.from_policy(policy)
+        self.window = CongestionWindow(policy)
+        self.max_successful_tryno = 0
+        self.sent = self.answers = self.timeouts = 0
+        self.boosted_delay = 0.0
+        self._last_sent: float | None = None
+        self._last_boost = -math.inf
+        self._good_since_boost = self._bad_since_boost = 0
+
+    @property
+    def probe_timeout(self) -> float:
+        """Seconds to wait for an answer; never below --scan-delay (as nmap)."""
+        return max(self.rtt.timeout, self.policy.scan_delay)
+
+    @property
+    def retries_allowed(self) -> int:
+        """Retransmissions a silent port may get now: ``max(1, highest try number that
+        was answered + 1)``, capped at --max-retries (nmap's ``allowedTryno``). A host
+        that never lost a probe gets 1; each loss later repaired by a retry raises it."""
+        return min(max(1, self.max_successful_tryno + 1), self.policy.max_retries)
+
+    @property
+    def delay_between_sends(self) -> float:
+        """--scan-delay, or more after frequent drops (at most --max-scan-delay)."""
+        return max(self.policy.scan_delay, self.boosted_delay)
+
+    def expired(self, now: float) -> bool:
+        """True once --host-timeout has passed since the host's scan started."""
+        timeout = self.policy.host_timeout
+        return timeout is not None and now - self.started >= timeout
+
+    def send_delay(self, now: float, in_flight: int) -> float | None:
+        """None: the window is full, wait for an answer or a timeout. Else seconds to wait
+        before the next probe to this host (0.0: send now)."""
+        if not self.window.can_send(in_flight):
+            return None
+        if self._last_sent is None:
+            return 0.0
+        return max(0.0, self._last_sent + self.delay_between_sends - now)
+
+    def on_send(self, now: float) -> None:
+        self._last_sent = now
+        self.sent += 1
+
+    def on_answer(
+        self,
+        *,
+        sent: float,
+        now: float,
+        in_flight: int,
+        tryno: int = 0,
+        ambiguous: bool = False,
+        icmp_error: bool = False,
+    ) -> None:
+        """The probe try number ``tryno`` (0: first transmission), sent at ``sent``, was
+        answered at ``now``; ``in_flight`` probes to this host remain outstanding.
+
+        An answer to a retransmission is a drop: the earlier try was lost. ``icmp_error``:
+        the answer was an ICMP error (filtered), which routers rate-limit (RFC 1812), so
+        at ``tryno > 0`` it updates only the RTT, never window or retries (as nmap).
+        """
+        self.rtt.observe(now - sent, ambiguous=ambiguous)
+        self.answers += 1
+        if icmp_error and tryno > 0:
+            return
+        if tryno > 0:
+            self.window.on_drop(in_flight, sent=sent, now=now)
+            self._count_for_delay(dropped=sent > self._last_boost, now=now)
+        else:
+            self._count_for_delay(dropped=False, now=now)
+        self.window.on_answer()
+        if tryno > self.max_successful_tryno:
+            self.max_successful_tryno = tryno
+            if tryno > (4 if self.policy.level >= 4 else 3):
+                self._boost(now)
+
+    def on_timeout(self, *, sent: float, now: float, in_flight: int, ping: bool = False) -> None:
+        """The probe sent at ``sent`` got no answer within ``probe_timeout``. ``ping``: it
+        went to a port that answered before (a timing probe), so silence is a drop."""
+        self.timeouts += 1
+        self.window.on_no_answer()
+        if ping:
+            self.window.on_drop(in_flight, sent=sent, now=now)
+            if sent > self._last_boost:
+                self._count_for_delay(dropped=True, now=now)
+
+    def _count_for_delay(self, *, dropped: bool, now: float) -> None:
+        if dropped:
+            self._bad_since_boost += 1
+        else:
+            self._good_since_boost += 1
+        bad, good = self._bad_since_boost, self._good_since_boost
+        threshold = 0.40 if self.policy.level >= 4 else 0.30
+        if bad > 10 and bad / (bad + good) > threshold:
+            self._boost(now)
+
+    def _boost(self, now: float) -> None:
+        """nmap's boostScanDelay: 5 ms first, then doubling (up to 1 s by doubling),
+        never above --max-scan-delay."""
+        old = self.boosted_delay
+        grown = min(old * 2, max(old, _BOOST_DOUBLING_LIMIT)) if old else _FIRST_BOOST
+        self.boosted_delay = min(grown, self.policy.max_scan_delay)
+        self._last_boost = now
+        self._good_since_boost = self._bad_since_boost = 0
+
+
+class ScanTiming:
+    """Group timing (nmap's ``GroupScanStats``): one ``HostTiming`` per host, a group
+    window and RTT estimate over all hosts, --max-rate as a token bucket and --min-rate.
+
+    Hosts are keyed by any hashable (an address). The engine counts probes in flight,
+    per host and in total, and passes the counts in.
+    """
+
+    __slots__ = ("_hosts", "bucket", "policy", "rtt", "sent", "started", "window")
+
+    def __init__(self, policy: TimingPolicy, *, started: float, burst: int = 1) -> None:
+        self.policy, self.started = policy, started
+        self.window = CongestionWindow(policy, group=True)
+        self.rtt = RttEstimator.from_policy(policy)
+        self.bucket = TokenBucket(policy.max_rate, burst)
+        self.sent = 0
+        self._hosts: dict[Hashable, HostTiming] = {}
+
+    def host(self, key: Hashable, now: float) -> HostTiming:
+        """The host's timing, created (its host timeout starting) on first use."""
+        timing = self._hosts.get(key)
+        if timing is None:
+            timing = self._hosts[key] = HostTiming(self.policy, started=now)
+        return timing
+
+    def forget(self, key: Hashable) -> None:
+        """Drop a finished host's state."""
+        self._hosts.pop(key, None)
+
+    def probe_timeout(self, key: Hashable, now: float) -> float:
+        """The host's timeout once it has RTT samples, else the group's (as nmap)."""
+        host = self.host(key, now)
+        if host.rtt.samples:
+            return host.probe_timeout
+        return max(self.rtt.timeout, self.policy.scan_delay)
+
+    def behind_min_rate(self, now: float) -> bool:
+        return behind_min_rate(
+            min_rate=self.policy.min_rate, sent=self.sent, started=self.started, now=now
+        )
+
+    def send_delay(
+        self, key: Hashable, now: float, *, host_in_flight: int, total_in_flight: int
+    ) -> float | None:
+        """None: a window is full, wait for an event. Else seconds to wait before sending
+        the next probe to ``key`` (0.0: now). Behind --min-rate, windows and send delay
+        are ignored; --max-rate always holds."""
+        rate_wait = self.bucket.delay(now)
+        if self.behind_min_rate(now):
+            return rate_wait
+        if not self.window.can_send(total_in_flight):
+            return None
+        host_wait = self.host(key, now).send_delay(now, host_in_flight)
+        return None if host_wait is None else max(host_wait, rate_wait)
+
+    def on_send(self, key: Hashable, now: float) -> None:
+        self.bucket.consume(now)
+        self.sent += 1
+        self.host(key, now).on_send(now)
+
+    def on_answer(
+        self,
+        key: Hashable,
+        *,
+        sent: float,
+        now: float,
+        host_in_flight: int,
+        total_in_flight: int,
+        tryno: int = 0,
+        ambiguous: bool = False,
+        icmp_error: bool = False,
+    ) -> None:
+        """As ``HostTiming.on_answer``, also feeding the group RTT and window."""
+        self.host(key, now).on_answer(
+            sent=sent,
+            now=now,
+            in_flight=host_in_flight,
+            tryno=tryno,
+            ambiguous=ambiguous,
+            icmp_error=icmp_error,
+        )
+        self.rtt.observe(now - sent, ambiguous=ambiguous)
+        if icmp_error and tryno > 0:
+            return
+        if tryno > 0:
+            self.window.on_drop(total_in_flight, sent=sent, now=now)
+        self.window.on_answer()
+
+    def on_timeout(
+        self,
+        key: Hashable,
+        *,
+        sent: float,
+        now: float,
+        host_in_flight: int,
+        total_in_flight: int,
+        ping: bool = False,
+    ) -> None:
+        """As ``HostTiming.on_timeout``, also feeding the group window."""
+        self.host(key, now).on_timeout(sent=sent, now=now, in_flight=host_in_flight, ping=ping)
+        self.window.on_no_answer()
+        if ping:
+            self.window.on_drop(total_in_flight, sent=sent, now=now)
