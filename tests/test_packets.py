@@ -566,3 +566,10 @@ def test_addresses_are_typed() -> None:
     assert found is not None
     assert found.host == ip_address("198.51.100.7")
     assert isinstance(found.host, IPv4Address)
+
+
+def test_own_probe_seen_on_loopback_is_ignored() -> None:
+    # On lo a raw socket also receives the SYNs we send: no ACK, so no answer.
+    seq = syn_cookie(KEY, ME4, HOST4, 40000, 80)
+    assert match_ipv4(KEY, build_ipv4_syn(ME4, HOST4, 40000, 80, seq=seq), sports=SPORTS) is None
+    assert m6(build_tcp_syn(ME6, HOST6, 40000, 443, seq=seq)) is None
