@@ -98,9 +98,9 @@ def parse_template(text: str) -> int:
 
 # (low field, high field) pairs that must be ordered; override() bends one to the other.
 _ORDERED = (
+    ("min_rtt_timeout", "max_rtt_timeout"),
     ("min_rtt_timeout", "initial_rtt_timeout"),
     ("initial_rtt_timeout", "max_rtt_timeout"),
-    ("min_rtt_timeout", "max_rtt_timeout"),
     ("min_parallelism", "max_parallelism"),
     ("min_rate", "max_rate"),
     ("scan_delay", "max_scan_delay"),
@@ -391,12 +391,13 @@ class TokenBucket:
     """At most ``rate`` sends per second on average, bursts of at most ``burst`` sends.
 
     ``rate`` None: no limit. Over any interval of length t at most ``rate*t + burst``
-    sends pass, provided ``consume`` is called only when ``delay`` returned 0. The bucket
-    starts full at the first call; a clock that steps back adds nothing.
+    sends pass, provided ``consume`` is called only when ``delay`` returned 0. Kept as the
+    time the bucket would next be full (GCRA, ITU-T I.371), so waiting exactly ``delay``
+    suffices at any clock value; the bucket starts full, a clock that steps back adds
+    nothing.
     """
 
-    __slots__ = ("_last", "_tokens", "burst", "rate")
-    _SLACK: ClassVar[float] = 1e-9  # float rounding after sleeping exactly delay()
+    __slots__ = ("_full_at", "burst", "rate")
 
     def __init__(self, rate: float | None, burst: int = 1) -> None:
         if rate is not None and not (rate > 0 and math.isfinite(rate)):
@@ -404,30 +405,24 @@ class TokenBucket:
         if burst < 1:
             raise ValueError(f"burst must be at least 1, not {burst}")
         self.rate, self.burst = rate, burst
-        self._tokens = float(burst)
-        self._last: float | None = None
-
-    def _refill(self, now: float) -> None:
-        if self.rate is None:
-            return
-        if self._last is not None and now > self._last:
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-        if self._last is None or now > self._last:
-            self._last = now
+        self._full_at: float | None = None
 
     def delay(self, now: float) -> float:
         """Seconds to wait before the next send; 0.0 when a send may go now."""
-        self._refill(now)
-        if self.rate is None or self._tokens >= 1 - self._SLACK:
+        if self.rate is None or self._full_at is None:
             return 0.0
-        return (1 - self._tokens) / self.rate
+        allowed_at = self._full_at - (self.burst - 1) / self.rate
+        wait = allowed_at - now
+        # A few ulps of the operands: rounding, not a real wait.
+        return wait if wait > 8 * math.ulp(max(abs(self._full_at), abs(now))) else 0.0
 
     def consume(self, now: float) -> None:
         """Record one send at ``now``. Raises ValueError if ``delay(now)`` was not 0."""
         if self.delay(now) > 0:
             raise ValueError("send before the token bucket allowed it")
         if self.rate is not None:
-            self._tokens = max(self._tokens - 1, 0.0)
+            base = now if self._full_at is None else max(self._full_at, now)
+            self._full_at = base + 1 / self.rate
 
 
 class HostTiming:
