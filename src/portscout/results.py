@@ -105,6 +105,10 @@ class Report:
         if result.state is not State.CLOSED:
             self.results.append(result)
 
+    def count_closed(self, count: int) -> None:
+        """Count closed results that were never materialised (see ``keep_closed``)."""
+        self.counts[State.CLOSED] += count
+
     @property
     def duration(self) -> float | None:
         return None if self.finished is None else self.finished - self.started

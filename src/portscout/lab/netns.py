@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import ipaddress
 import os
+import socket
 import subprocess
 import threading
 
 CLONE_NEWNET = 0x40000000
+# The inode of the kernel's initial network namespace (PROC_NET_INIT_INO in
+# include/linux/proc_ns.h): used where /proc/1/ns/net may not be read (sandboxes).
+INIT_NETNS_INODE = 0xEFFFFFF9
 
 
 class NamespaceError(OSError):
@@ -28,10 +33,14 @@ def netns_inode(pid: int | str = "self") -> int:
 
 def in_root_netns() -> bool:
     """True when this process shares the network namespace of PID 1 (the machine's)."""
+    own = netns_inode()
+    if own == INIT_NETNS_INODE:
+        return True
     try:
-        return netns_inode() == netns_inode(1)
+        return own == netns_inode(1)
     except PermissionError:
-        return True  # cannot tell: assume the worst
+        return False  # not init_net, and PID 1 is hidden: a container's own namespace would
+        # still be caught by check_isolated()'s route test
 
 
 def default_routes() -> list[str]:
@@ -53,13 +62,33 @@ def default_routes() -> list[str]:
     return found
 
 
+# Where a scan from a test, benchmark or the demo may go: loopback and the lab range.
+ALLOWED_ROUTES = (ipaddress.IPv4Network("127.0.0.0/8"), ipaddress.IPv4Network("198.18.0.0/15"))
+
+
+def stray_routes() -> list[str]:
+    """IPv4 routes that lead anywhere but loopback and the lab range 198.18.0.0/15."""
+    found = []
+    with open("/proc/net/route") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if len(fields) < 8:
+                continue
+            dest = ipaddress.IPv4Address(socket.ntohl(int(fields[1], 16)))
+            mask = ipaddress.IPv4Address(socket.ntohl(int(fields[7], 16)))
+            net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+            if not any(net.subnet_of(allowed) for allowed in ALLOWED_ROUTES):
+                found.append(f"{net} dev {fields[0]}")
+    return found
+
+
 def check_isolated() -> None:
     """Raise ``NamespaceError`` unless we are in a private netns without a default route."""
     if in_root_netns():
         raise NamespaceError("refusing to send: this is the machine's root network namespace")
-    routes = default_routes()
+    routes = default_routes() + stray_routes()
     if routes:
-        raise NamespaceError(f"refusing to send: a default route exists ({routes[0]})")
+        raise NamespaceError(f"refusing to send: a route leads out ({routes[0]})")
 
 
 def enter_private_netns() -> None:

@@ -1,0 +1,103 @@
+"""``portscout demo``: a full scan of listeners that the demo itself opens, in private.
+
+With the privilege for it (root or CAP_SYS_ADMIN), the process moves into a new network
+namespace with only ``lo``, opens a few listeners on 127.0.0.1 (one in the ephemeral range,
+where TCP self-connect lurks, and one that accepts and closes at once), scans all 65535
+ports with the default engine, and checks what it found against what it opened. Without
+the privilege it says so and scans 127.0.0.1's top 100 ports instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
+from portscout.output.table import TableWriter
+from portscout.results import State
+from portscout.scanner import Scan, ScanConfig, drive
+
+LOOPBACK = "127.0.0.1"
+# port -> what listens there
+DEMO_LISTENERS: dict[int, str] = {
+    22: "banner",  # says hello, like an SSH server
+    80: "accept",
+    8080: "accept",
+    9000: "accept-close",  # accepts and hangs up at once
+    45678: "accept",  # inside the ephemeral range 32768-60999
+}
+
+
+@contextlib.contextmanager
+def listeners(ports: dict[int, str], lifetime: float = 120.0) -> Iterator[None]:
+    """Listen on 127.0.0.1 ``ports``; serve them in a daemon thread for at most ``lifetime``."""
+    socks: dict[socket.socket, str] = {}
+    for port, mode in ports.items():
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((LOOPBACK, port))
+        sock.listen(512)
+        sock.settimeout(0.1)
+        socks[sock] = mode
+    stop = threading.Event()
+
+    def serve() -> None:
+        deadline = time.monotonic() + lifetime
+        while not stop.is_set() and time.monotonic() < deadline:
+            for sock, mode in socks.items():
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    continue
+                with conn:
+                    if mode == "banner":
+                        with contextlib.suppress(OSError):
+                            conn.sendall(b"SSH-2.0-portscout-demo\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    try:
+        thread.start()
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        for sock in socks:
+            sock.close()
+
+
+def run_demo(argv: Sequence[str]) -> int:
+    try:
+        enter_private_netns()
+        check_isolated()
+    except (NamespaceError, OSError) as exc:
+        print(f"portscout demo: no private network namespace ({exc}); "
+              "scanning 127.0.0.1's top 100 ports instead")  # fmt: skip
+        return _scan_and_print(ScanConfig(targets=[LOOPBACK], top_ports=100), expected=None)
+    print(
+        "portscout demo: private network namespace, listeners on 127.0.0.1 ports "
+        + ", ".join(f"{p} ({m})" for p, m in DEMO_LISTENERS.items())
+    )
+    with listeners(DEMO_LISTENERS):
+        config = ScanConfig(targets=[LOOPBACK], ports="1-65535", keep_closed=False)
+        return _scan_and_print(config, expected=sorted(DEMO_LISTENERS))
+
+
+def _scan_and_print(config: ScanConfig, expected: list[int] | None) -> int:
+    scan = Scan(config)
+    table = TableWriter(sys.stdout)
+    table.start(scan.meta)
+    for result in drive(scan):
+        table.add(result)
+    table.finish(scan.report)
+    if expected is None:
+        return 0
+    found = scan.report.open_ports()
+    if found == expected and scan.report.counts[State.FILTERED] == 0:
+        print(f"portscout demo: found exactly the {len(expected)} open ports, no phantom ports")
+        return 0
+    print(f"portscout demo: MISMATCH: expected open {expected}, found {found}")
+    return 1

@@ -1,0 +1,137 @@
+"""The engine interface, the errno -> (state, reason) map, and the bridge that lets blocking
+engines (threads) feed the same async interface.
+
+Engines own sockets and nothing else: they turn ``Probe``s into ``Result``s. They import
+the core (plan, results, timing, errors) only, never output, store or cli.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from portscout.plan import Probe
+from portscout.results import Reason, Result, State
+
+# Errors of connect() that decide a port. Anything not here is a local problem (see
+# BACKPRESSURE) or a bug, never a port state.
+CONNECT_ERRORS: dict[int, tuple[State, Reason]] = {
+    errno.ECONNREFUSED: (State.CLOSED, Reason.CONN_REFUSED),  # RST (or ICMP port unreach)
+    errno.ECONNRESET: (State.CLOSED, Reason.RESET),
+    errno.ETIMEDOUT: (State.FILTERED, Reason.NO_RESPONSE),  # the kernel's SYN retries ran out
+    errno.EHOSTUNREACH: (State.FILTERED, Reason.HOST_UNREACH),  # ICMP host unreach/prohibited
+    errno.ENETUNREACH: (State.FILTERED, Reason.NET_UNREACH),
+    errno.EACCES: (State.FILTERED, Reason.ADMIN_PROHIBITED),  # local firewall reject
+    errno.EPERM: (State.FILTERED, Reason.ADMIN_PROHIBITED),
+    errno.ENOPROTOOPT: (State.FILTERED, Reason.PROTO_UNREACH),
+    errno.EHOSTDOWN: (State.FILTERED, Reason.HOST_UNREACH),
+    errno.ENONET: (State.FILTERED, Reason.NET_UNREACH),
+}
+
+# Local resource exhaustion: the probe is retried later with fewer sockets in flight.
+BACKPRESSURE = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineOptions:
+    """Settings every engine honours; ``scanner`` sizes ``max_in_flight`` below the fd limit.
+
+    ``timeout`` is how long one connect attempt may take (seconds) and ``max_retries`` how
+    many more attempts a port gets when an attempt times out before it is called filtered.
+    """
+
+    max_in_flight: int = 1024
+    timeout: float = 1.0
+    max_retries: int = 1
+    workers: int = 50  # threadpool engine only
+
+
+class Engine(Protocol):
+    """Turns probes into results. Owns the sockets; parsing is core's, formatting output's."""
+
+    name: str
+
+    def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
+        """Yield one Result per probe, in completion order.
+
+        Pulls probes lazily, never more than ``options.max_in_flight`` outstanding. On
+        cancellation closes every socket; results already yielded stand.
+        """
+        ...
+
+
+class ThreadBridge:
+    """Hands results from worker threads to the event loop in batches.
+
+    A wake-up per result would cost a loop iteration each (call_soon_threadsafe writes to
+    the self-pipe); instead producers append to a deque and schedule one wake-up until
+    the consumer has drained it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[Result] = deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
+        self._ready = asyncio.Event()
+        self.done = False
+        self.error: BaseException | None = None
+        self.stop = threading.Event()  # set by the consumer: producers must wind down
+
+    def emit(self, result: Result) -> None:
+        with self._lock:
+            self._items.append(result)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._loop.call_soon_threadsafe(self._ready.set)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.done = True
+        self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def drain(self) -> AsyncIterator[Result]:
+        while True:
+            await self._ready.wait()
+            with self._lock:
+                self._ready.clear()
+                self._wake_pending = False
+                batch, self._items = self._items, deque()
+            for result in batch:
+                yield result
+            if self.done and not self._items:
+                if self.error is not None:
+                    raise self.error
+                return
+
+
+async def run_blocking(
+    producer: Callable[[ThreadBridge], None],
+) -> AsyncIterator[Result]:
+    """Run ``producer(bridge)`` in a thread and yield what it emits; stop it on cancel."""
+    bridge = ThreadBridge(asyncio.get_running_loop())
+
+    def target() -> None:
+        try:
+            producer(bridge)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            bridge.finish(exc)
+        else:
+            bridge.finish()
+
+    thread = threading.Thread(target=target, name="portscout-blocking-engine", daemon=True)
+    thread.start()
+    try:
+        async for result in bridge.drain():
+            yield result
+    finally:
+        bridge.stop.set()
+        await asyncio.to_thread(thread.join)

@@ -1,0 +1,247 @@
+"""scan(), iscan() and ascan(): parse the request, plan it, run an engine, keep a report.
+
+This is where the pieces meet: targets and ports become a ``ScanPlan``, the plan is split
+into shards for worker processes when it is large, the engine turns probes into results,
+and the ``Report`` counts them. Descriptors are budgeted here, so that no engine can run
+into "Too many open files".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import secrets
+import socket
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+
+from portscout import __version__
+from portscout.engines import DEFAULT_ENGINE, create_engine
+from portscout.engines.base import EngineOptions
+from portscout.engines.processes import run_sharded
+from portscout.errors import OptionError, TargetError
+from portscout.plan import ScanPlan
+from portscout.ports import parse_ports, top_ports
+from portscout.results import IPAddress, Report, Result, ScanMeta
+from portscout.targets import Resolver, parse_targets
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_PORTS = 1000
+FD_RESERVE = 64  # descriptors kept free for the interpreter, output files, the database
+# Below this many probes a second process costs more (fork, pipe, start-up) than it saves.
+PROCESS_THRESHOLD = 8192
+BLOCKING_ENGINES = frozenset({"sequential", "thread-per-port", "threadpool"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanConfig:
+    """Everything a scan is asked to do; validated by ``Scan``, not here."""
+
+    targets: Sequence[str]
+    ports: str | Sequence[int] | None = None  # None: the top ``top_ports`` ports
+    top_ports: int | None = None
+    excludes: Sequence[str] = ()
+    engine: str = "auto"
+    timeout: float = 1.0
+    max_retries: int = 1
+    max_in_flight: int | None = None  # None: as many as the descriptor budget allows
+    workers: int = 50
+    processes: int | None = None  # None: one per core for large scans, else 1
+    key: int | None = None  # the permutation key; None: a fresh secret one
+    randomize: bool = True
+    keep_closed: bool = True  # stream closed results too (the iterator APIs want them)
+    args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def system_resolver(name: str) -> list[IPAddress]:
+    """Resolve a host name once with the system resolver (getaddrinfo)."""
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise TargetError(f"cannot resolve '{name}': {exc}") from exc
+    return [ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit where allowed; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.debug("could not raise RLIMIT_NOFILE from %d", soft)
+    return soft
+
+
+def _parse_port_request(config: ScanConfig) -> tuple[int, ...]:
+    if config.ports is not None and config.top_ports is not None:
+        raise OptionError("give either ports or top ports, not both")
+    if config.ports is None:
+        return top_ports(config.top_ports or DEFAULT_TOP_PORTS)
+    if isinstance(config.ports, str):
+        return parse_ports(config.ports)
+    ports = tuple(sorted(set(config.ports)))
+    bad = [p for p in ports if not 0 <= p <= 65535]
+    if bad:
+        raise OptionError(f"port '{bad[0]}' out of range 0-65535")
+    return ports
+
+
+class Scan:
+    """One scan: its plan, its engine settings and the report it fills while it runs."""
+
+    def __init__(self, config: ScanConfig, *, resolver: Resolver = system_resolver) -> None:
+        if config.timeout <= 0:
+            raise OptionError(f"timeout must be positive, got {config.timeout}")
+        if config.max_retries < 0:
+            raise OptionError(f"max retries must be 0 or more, got {config.max_retries}")
+        self.config = config
+        self.engine = create_engine(config.engine)
+        self.targets = parse_targets(config.targets, excludes=config.excludes, resolver=resolver)
+        self.ports = _parse_port_request(config)
+        key = config.key if config.key is not None else secrets.randbits(64)
+        self.plan = ScanPlan.create(self.targets, self.ports, key, randomized=config.randomize)
+        self.processes = self._choose_processes()
+        fd_budget = (raise_fd_limit() - FD_RESERVE) // self.processes
+        wanted = config.max_in_flight or fd_budget
+        if wanted < 1:
+            raise OptionError(f"max in flight must be positive, got {wanted}")
+        self.options = EngineOptions(
+            max_in_flight=max(1, min(wanted, fd_budget)),
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+            workers=config.workers,
+        )
+        self.report = Report(
+            engine=self.engine.name, key=key, started=time.time(), probes_planned=self.plan.size
+        )
+        self.meta = ScanMeta(
+            args=config.args,
+            scan_type="connect",
+            engine=self.engine.name,
+            ports=self.ports,
+            started=self.report.started,
+            version=__version__,
+            key=key,
+            hostnames=dict(self.targets.hostnames),
+        )
+
+    def _choose_processes(self) -> int:
+        requested = self.config.processes
+        if requested is not None:
+            if requested < 1:
+                raise OptionError(f"processes must be 1 or more, got {requested}")
+            return requested
+        if self.engine.name in BLOCKING_ENGINES or self.plan.size < PROCESS_THRESHOLD:
+            return 1
+        return max(1, min(os.cpu_count() or 1, 8))
+
+    async def batches(self) -> AsyncGenerator[list[Result], None]:
+        """Run the scan, yielding results in batches as they arrive; fills ``report``."""
+        report = self.report
+        try:
+            if self.processes == 1:
+                batch: list[Result] = []
+                async for result in self.engine.run(self.plan.probes(), self.options):
+                    report.add(result)
+                    report.probes_sent += result.tries
+                    batch.append(result)
+                    if len(batch) >= 256:
+                        yield batch
+                        batch = []
+                if batch:
+                    yield batch
+            else:
+                shards = self.plan.shards(self.processes)
+                async for closed, results in run_sharded(
+                    self.plan,
+                    shards,
+                    self.engine.name,
+                    self.options,
+                    keep_closed=self.config.keep_closed,
+                ):
+                    report.count_closed(closed)
+                    report.probes_sent += closed  # a closed port is decided by its first try
+                    for result in results:
+                        report.add(result)
+                        report.probes_sent += result.tries
+                    if results:
+                        yield results
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            report.interrupted = True
+            raise
+        finally:
+            report.finished = time.time()
+
+
+def _config(
+    targets: str | Iterable[str], ports: str | Sequence[int] | None, **kw: object
+) -> ScanConfig:
+    specs = [targets] if isinstance(targets, str) else list(targets)
+    return ScanConfig(targets=specs, ports=ports, **kw)  # type: ignore[arg-type]
+
+
+async def ascan(
+    targets: str | Iterable[str], ports: str | Sequence[int] | None = None, **options: object
+) -> AsyncIterator[Result]:
+    """Scan and yield every result as it arrives (``async for r in ascan(...)``).
+
+    ``options`` are the fields of ``ScanConfig`` (engine, timeout, max_retries, ...).
+    """
+    scan = Scan(_config(targets, ports, **options))
+    async for batch in scan.batches():
+        for result in batch:
+            yield result
+
+
+def iscan(
+    targets: str | Iterable[str], ports: str | Sequence[int] | None = None, **options: object
+) -> Iterator[Result]:
+    """Blocking iterator over results as they arrive; runs its own event loop."""
+    scan = Scan(_config(targets, ports, **options))
+    yield from drive(scan)
+
+
+def drive(scan: Scan) -> Iterator[Result]:
+    """Run ``scan`` on a private event loop, handing out each batch as it completes."""
+    runner = asyncio.Runner(loop_factory=loop_factory())
+    with runner:
+        batches = scan.batches()
+        try:
+            while True:
+                try:
+                    batch = runner.run(anext(batches))
+                except StopAsyncIteration:
+                    return
+                yield from batch
+        finally:
+            runner.run(batches.aclose())
+
+
+def scan(
+    targets: str | Iterable[str], ports: str | Sequence[int] | None = None, **options: object
+) -> Report:
+    """Scan and return the report once every probe is answered or timed out."""
+    job = Scan(_config(targets, ports, keep_closed=False, **options))
+    for _ in drive(job):
+        pass
+    return job.report
+
+
+def loop_factory() -> type[asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when installed (faster callbacks), else asyncio's default."""
+    try:
+        import uvloop  # optional: the "fast" extra
+    except ImportError:
+        return None
+    return uvloop.Loop
+
+
+__all__ = ["DEFAULT_ENGINE", "Scan", "ScanConfig", "ascan", "iscan", "scan"]
