@@ -31,7 +31,7 @@ MAX_PORT = 65535
 _TABLE = "top-tcp-ports.txt"
 # One item: a port, or a range with either end left open. ASCII digits only: \d would
 # accept other scripts' digits, which int() then reads.
-_ITEM = re.compile(r"([0-9]*)(-?)([0-9]*)", re.ASCII)
+_ITEM = re.compile(r"([0-9]*)(?:(-)([0-9]*))?", re.ASCII)
 _PROTOCOLS = {"T": None, "U": "UDP", "S": "SCTP", "P": "IP protocol"}
 
 
