@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from ipaddress import ip_address
 from pathlib import Path
 
+from portscout.output import Writer
 from portscout.output.csv_rows import FIELDS, CsvWriter
 from portscout.results import Protocol, Reason, Report, Result, ScanMeta, State
 
@@ -122,3 +123,8 @@ def test_file_round_trip(tmp_path: Path) -> None:
         write(stream, RESULTS)
     with path.open(newline="", encoding="utf-8") as stream:
         assert [from_row(row) for row in csv.DictReader(stream)] == RESULTS
+
+
+def test_it_is_a_writer() -> None:
+    writer: Writer = CsvWriter(io.StringIO())  # mypy checks the protocol
+    assert writer is not None

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Mapping
 from ipaddress import ip_address
 
+from portscout.output import Writer
 from portscout.output.grepable import GrepableWriter
 from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State
 
@@ -166,3 +167,8 @@ def test_slashes_in_names_become_bars() -> None:
         meta, results_for(LOCAL4, [80], {80: State.OPEN}, State.CLOSED), service_names={80: "x/y"}
     )
     assert "Host: 127.0.0.1 (a|b)\tPorts: 80/open/tcp//x|y///" in text
+
+
+def test_it_is_a_writer() -> None:
+    writer: Writer = GrepableWriter(io.StringIO())  # mypy checks the protocol
+    assert writer is not None

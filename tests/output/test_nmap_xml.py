@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from libnmap.parser import NmapParser
 
+from portscout.output import Writer
 from portscout.output.nmap_xml import (
     NmapXmlWriter,
     format_port_ranges,
@@ -446,3 +447,8 @@ def test_ndiff_compares_two_scans(tmp_path: Path) -> None:
     )
     assert as_xml.returncode == 1, as_xml.stderr
     ET.fromstring(as_xml.stdout)
+
+
+def test_it_is_a_writer() -> None:
+    writer: Writer = NmapXmlWriter(io.StringIO())  # mypy checks the protocol
+    assert writer is not None
