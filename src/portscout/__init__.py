@@ -5,6 +5,7 @@
 >>> report.open_ports()                                   # doctest: +SKIP
 """
 
+from portscout._version import __version__
 from portscout.errors import (
     OptionError,
     PortscoutError,
@@ -16,6 +17,7 @@ from portscout.errors import (
     UsageError,
 )
 from portscout.results import Protocol, Reason, Report, Result, State
+from portscout.scanner import ScanConfig, ascan, iscan, scan
 
 __all__ = [
     "OptionError",
@@ -26,10 +28,14 @@ __all__ = [
     "Reason",
     "Report",
     "Result",
+    "ScanConfig",
     "ScanError",
     "State",
     "StoreError",
     "TargetError",
     "UsageError",
+    "__version__",
+    "ascan",
+    "iscan",
+    "scan",
 ]
-__version__ = "0.1.0"

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn, TextIO
 
-from portscout import __version__
+from portscout._version import __version__
 from portscout.engines import engine_names
 from portscout.errors import OptionError, PortscoutError, UsageError
 from portscout.output import Writer

@@ -33,7 +33,10 @@ class Probe(NamedTuple):
 class Addressable(Protocol):
     """What the plan needs of a target set (``TargetSet``): exact length, random access."""
 
-    def __len__(self) -> int: ...
+    @property
+    def size(self) -> int:
+        """The exact count; ``len()`` cannot exceed sys.maxsize (an IPv6 /64 does)."""
+        ...
 
     def __getitem__(self, index: int) -> IPAddress: ...
 
@@ -55,10 +58,10 @@ class ScanPlan:
         randomized: bool = True,
     ) -> ScanPlan:
         ports_t = tuple(ports)
-        size = len(targets) * len(ports_t)
+        size = targets.size * len(ports_t)
         hosts: Addressable | list[IPAddress] = targets
-        if len(targets) <= _MATERIALISE_HOSTS:
-            hosts = [targets[i] for i in range(len(targets))]
+        if targets.size <= _MATERIALISE_HOSTS:
+            hosts = [targets[i] for i in range(targets.size)]
         return cls(
             targets=targets,
             ports=ports_t,
@@ -80,13 +83,13 @@ class ScanPlan:
 
     def probe_at(self, index: int) -> Probe:
         hosts = self._hosts
-        n_hosts = len(hosts)
+        n_hosts = self.targets.size
         return Probe(hosts[index % n_hosts], self.ports[index // n_hosts])
 
     def probes(self, shard: Shard | None = None) -> Iterator[Probe]:
         """The probes of ``shard`` (the whole plan without one), in walk order."""
         hosts, ports = self._hosts, self.ports
-        n_hosts = len(hosts)
+        n_hosts = self.targets.size
         if n_hosts == 1:
             host = hosts[0]
             for index in self.permutation.walk(shard):

@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, S
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 
-from portscout import __version__
+from portscout._version import __version__
 from portscout.engines import DEFAULT_ENGINE, create_engine
 from portscout.engines.base import EngineOptions
 from portscout.engines.processes import run_sharded
@@ -84,7 +84,7 @@ def _parse_port_request(config: ScanConfig) -> tuple[int, ...]:
     if config.ports is not None and config.top_ports is not None:
         raise OptionError("give either ports or top ports, not both")
     if config.ports is None:
-        return top_ports(config.top_ports or DEFAULT_TOP_PORTS)
+        return top_ports(DEFAULT_TOP_PORTS if config.top_ports is None else config.top_ports)
     if isinstance(config.ports, str):
         return parse_ports(config.ports)
     ports = tuple(sorted(set(config.ports)))

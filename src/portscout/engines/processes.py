@@ -15,12 +15,12 @@ import asyncio
 import ctypes
 import ctypes.util
 import multiprocessing
+import os
 import pickle
 import signal
 import time
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv6Address
-from multiprocessing.connection import Connection
 from multiprocessing.context import ForkProcess
 
 from portscout.engines.base import EngineOptions
@@ -58,7 +58,7 @@ def _worker(
     shard: Shard,
     engine_name: str,
     options: EngineOptions,
-    conn: Connection,
+    fd: int,
     keep_closed: bool,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -77,17 +77,50 @@ def _worker(
             else:
                 rows.append(_encode(result))
             if len(rows) + closed >= BATCH_SIZE or time.monotonic() - flushed > BATCH_SECONDS:
-                conn.send_bytes(pickle.dumps((closed, rows), pickle.HIGHEST_PROTOCOL))
+                _send_frame(fd, pickle.dumps((closed, rows), pickle.HIGHEST_PROTOCOL))
                 rows, closed, flushed = [], 0, time.monotonic()
-        conn.send_bytes(pickle.dumps((closed, rows), pickle.HIGHEST_PROTOCOL))
+        _send_frame(fd, pickle.dumps((closed, rows), pickle.HIGHEST_PROTOCOL))
 
     try:
         asyncio.run(scan_shard())
     except BaseException as exc:
-        conn.send_bytes(pickle.dumps(("error", f"{type(exc).__name__}: {exc}")))
+        _send_frame(fd, pickle.dumps(("error", f"{type(exc).__name__}: {exc}")))
         raise
     finally:
-        conn.close()
+        os.close(fd)
+
+
+class _FrameReader:
+    """Reassembles length-prefixed frames from a non-blocking pipe (the loop may make it so)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+        self.eof = False
+
+    def read(self) -> list[bytes]:
+        try:
+            chunk = os.read(self.fd, 1 << 20)
+        except BlockingIOError:
+            return []
+        if not chunk:
+            self.eof = True
+            return []
+        self.buffer += chunk
+        frames = []
+        while len(self.buffer) >= 4:
+            size = int.from_bytes(self.buffer[:4], "big")
+            if len(self.buffer) < 4 + size:
+                break
+            frames.append(bytes(self.buffer[4 : 4 + size]))
+            del self.buffer[: 4 + size]
+        return frames
+
+
+def _send_frame(fd: int, payload: bytes) -> None:
+    data = memoryview(len(payload).to_bytes(4, "big") + payload)
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 async def run_sharded(
@@ -105,34 +138,34 @@ async def run_sharded(
     """
     context = multiprocessing.get_context("fork")
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[Connection, bytes | None]] = asyncio.Queue()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
     workers: list[ForkProcess] = []
-    readers: list[Connection] = []
+    readers: list[_FrameReader] = []
 
-    def on_readable(conn: Connection) -> None:
-        try:
-            data: bytes | None = conn.recv_bytes()
-        except (EOFError, OSError):
-            data = None
-            loop.remove_reader(conn.fileno())
-        queue.put_nowait((conn, data))
+    def on_readable(reader: _FrameReader) -> None:
+        for frame in reader.read():
+            queue.put_nowait(frame)
+        if reader.eof:
+            loop.remove_reader(reader.fd)
+            queue.put_nowait(None)
 
     try:
         for shard in shards:
-            reader, writer = context.Pipe(duplex=False)
+            read_fd, write_fd = os.pipe()
             process = context.Process(
                 target=_worker,
-                args=(plan, shard, engine_name, options, writer, keep_closed),
+                args=(plan, shard, engine_name, options, write_fd, keep_closed),
                 daemon=True,
             )
             process.start()
-            writer.close()
+            os.close(write_fd)
+            reader = _FrameReader(read_fd)
             workers.append(process)
             readers.append(reader)
-            loop.add_reader(reader.fileno(), on_readable, reader)
+            loop.add_reader(read_fd, on_readable, reader)
         open_readers = len(readers)
         while open_readers:
-            conn, data = await queue.get()
+            data = await queue.get()
             if data is None:
                 open_readers -= 1
                 continue
@@ -142,9 +175,9 @@ async def run_sharded(
             closed, rows = message
             yield closed, [_decode(row) for row in rows]
     finally:
-        for conn in readers:
-            loop.remove_reader(conn.fileno())
-            conn.close()
+        for reader in readers:
+            loop.remove_reader(reader.fd)
+            os.close(reader.fd)
         for process in workers:
             if process.is_alive():
                 process.terminate()
