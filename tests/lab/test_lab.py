@@ -11,19 +11,20 @@ import os
 import select
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from ipaddress import IPv4Address
+from typing import Any
 
 import pytest
 
-from portscout.lab import Host, Lab, Link, ListenerMode, Reject
+from portscout.lab import Host, Lab, Link, ListenerMode, Reject, scenarios
 from portscout.lab.lab import interfaces
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("isolated")]
 
-HOST = IPv4Address("198.18.1.5")
-DOWN = IPv4Address("198.18.1.6")
+HOST = IPv4Address("198.18.7.5")
+DOWN = IPv4Address("198.18.7.6")
 FIREWALLED = Host(
     address=HOST,
     open={22: ListenerMode.BANNER, 80: ListenerMode.ACCEPT, 81: ListenerMode.CLOSE},
@@ -162,3 +163,15 @@ def test_teardown_after_a_failing_body() -> None:
         assert not os.path.exists(f"/proc/{pid}")
     assert not os.path.exists("/run/netns") or os.listdir("/run/netns") == []
     assert connect(host.address, 80, timeout=0.2)[0] == errno.ENETUNREACH  # the route went too
+
+
+@pytest.mark.parametrize("scenario", [scenarios.one_filtered_host, scenarios.sparse_network])
+def test_benchmark_scenarios_build(scenario: Callable[[], dict[str, Any]]) -> None:
+    arguments = scenario()
+    with Lab(**arguments, max_seconds=30) as lab:
+        up = [h for h in lab.hosts if h.up]
+        stats = lab.listener_stats()
+        assert stats["held"] == 0
+        host = up[0]
+        port = min(host.open)
+        assert connect(host.address, port, timeout=1.0)[0] == 0

@@ -14,10 +14,13 @@ slack keep releases within ~0.1 ms of schedule on an idle machine; ``late_max`` 
 says how late the worst one was, ``queue_drops`` whether the queue overflowed: a benchmark
 must check both, so that it measures the scanner rather than this process.
 
-Measured capacity (2 vCPU VM, CPython 3.11, scanner flooding 64-byte UDP packets from one
-process, delay line on the other CPU): about 150,000 packets/s forwarded at zero delay and
-about 100,000 packets/s through the heap with 40 ms delay -- i.e. 75,000 and 50,000 SYN
-probes/s with their answers. A scanner meant to go faster needs a faster delay line.
+Measured capacity (2 vCPU AMD EPYC VM shared with other work, CPython 3.11; one process
+floods 64-byte UDP at a lab host, which answers each with ICMP port unreachable; the delay
+line saturated, as the scanner TUN's tx_dropped showed; packets/s counted both directions,
+3 runs of 2 s each): 124k, 200k, 206k packets/s at zero delay; 77k, 92k, 140k packets/s
+with 40 ms RTT (through the heap). Saturated, releases fall 40-130 ms behind schedule, so
+the line is only accurate well below that: keep a benchmark under ~50,000 packets/s in
+total (~25,000 probes/s with their answers) and check ``late_max`` and ``queue_drops``.
 
 Run as ``python -m portscout.lab.delayline --parent-pid P --fd-a A --fd-b B``; the first
 stdin line is the JSON config ``{"default": [delay, jitter, loss], "links": {"198.18.1.5":
