@@ -1,0 +1,382 @@
+"""The SYN engine: the hot-path matcher against ``packets``, then real scans in the test
+session's private network namespace (tests/conftest.py): listeners, nftables rules (a
+private table in this namespace, removed afterwards) and forged answers, all on ``lo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import struct
+import subprocess
+from collections.abc import Iterable, Iterator
+from ipaddress import IPv4Address, ip_address
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from portscout.engines import ENGINES, rawsock
+from portscout.engines.async_connect import AsyncConnectEngine
+from portscout.engines.base import Engine, EngineOptions
+from portscout.engines.processes import run_sharded
+from portscout.engines.syn import BURST, AnswerMatcher, SynEngine, scan_secret
+from portscout.packets import ACK, RST, SYN, build_ipv4_syn, checksum, match_ipv4, tcp_checksum
+from portscout.plan import ScanPlan
+from portscout.results import Reason, Result, State
+from portscout.targets import parse_targets
+from tests.engines.conftest import serve
+
+KEY = 0x5EED
+SECRET = scan_secret(KEY)
+SPORTS = range(61000, 61016)
+ME, HOST = IPv4Address("192.0.2.1"), IPv4Address("198.51.100.7")
+FAST = EngineOptions(timeout=0.25, max_retries=1)
+LO = IPv4Address("127.0.0.1")
+SO_TIMESTAMPNS = 35  # <asm-generic/socket.h>; also the control message's type
+
+
+# -- forging answers ----------------------------------------------------------------------
+
+
+def ipv4(src: IPv4Address, dst: IPv4Address, payload: bytes, proto: int = 6) -> bytes:
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0,
+                         src.packed, dst.packed)  # fmt: skip
+    return header[:10] + checksum(header).to_bytes(2, "big") + header[12:] + payload
+
+
+def answer(peer: IPv4Address, local: IPv4Address, sport: int, dport: int, *, ack: int,
+           flags: int) -> bytes:  # fmt: skip
+    """A TCP answer from ``(peer, sport)`` to ``(local, dport)``, as an IPv4 datagram."""
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 777, ack & 0xFFFFFFFF, 5 << 4, flags, 512, 0, 0)
+    csum = tcp_checksum(peer, local, tcp)
+    return ipv4(peer, local, tcp[:16] + csum.to_bytes(2, "big") + tcp[18:])
+
+
+def icmp_unreachable(router: IPv4Address, quoted: bytes, code: int = 13) -> bytes:
+    body = struct.pack("!BBHI", 3, code, 0, 0) + quoted[:28]
+    body = body[:2] + checksum(body).to_bytes(2, "big") + body[4:]
+    return ipv4(router, IPv4Address(quoted[12:16]), body, proto=1)
+
+
+def cookie(local: IPv4Address, peer: IPv4Address, sport: int, dport: int) -> int:
+    return AnswerMatcher(SECRET, SPORTS).cookie(local.packed, peer.packed, sport, dport)
+
+
+def genuine(flags: int = SYN | ACK, port: int = 443, sport: int = SPORTS.start) -> bytes:
+    ack = cookie(ME, HOST, sport, port) + 1
+    return answer(HOST, ME, port, sport, ack=ack, flags=flags)
+
+
+# -- the matcher equals packets.match_ipv4 ------------------------------------------------
+
+
+def _agree(packet: bytes) -> tuple[object, object]:
+    fast = AnswerMatcher(SECRET, SPORTS).ipv4(packet)
+    slow = match_ipv4(SECRET, packet, sports=SPORTS)
+    if slow is not None and slow.host.version == 4 and packet[9] == 6:
+        expected: object = (slow.host.packed, slow.port, slow.state, slow.reason, slow.ttl)
+    else:
+        expected = None
+    got = None if fast is None else (fast[0], fast[1], fast[3], fast[4], fast[5])
+    return got, expected
+
+
+@pytest.mark.parametrize(
+    ("packet", "accepted"),
+    [
+        pytest.param(genuine(), True, id="syn-ack"),
+        pytest.param(genuine(RST | ACK), True, id="rst-ack"),
+        pytest.param(genuine(SYN | ACK | RST), True, id="syn-rst-ack"),
+        pytest.param(genuine(RST), False, id="bare-rst"),
+        pytest.param(genuine(ACK), False, id="bare-ack"),
+        pytest.param(genuine(sport=SPORTS.stop), False, id="port-outside-block"),
+        pytest.param(
+            answer(HOST, ME, 443, SPORTS.start, ack=1, flags=SYN | ACK), False, id="wrong-ack"
+        ),
+        pytest.param(
+            answer(
+                HOST,
+                ME,
+                444,
+                SPORTS.start,
+                ack=cookie(ME, HOST, SPORTS.start, 443) + 1,
+                flags=SYN | ACK,
+            ),
+            False,
+            id="cookie-of-another-port",
+        ),
+        pytest.param(
+            build_ipv4_syn(ME, HOST, SPORTS.start, 443, seq=cookie(ME, HOST, SPORTS.start, 443)),
+            False,
+            id="our-own-syn",
+        ),
+        pytest.param(genuine()[:39], False, id="truncated"),
+        pytest.param(genuine()[:6] + b"\x00\x01" + genuine()[8:], False, id="fragment"),
+    ],
+)
+def test_matcher_agrees_with_packets(packet: bytes, accepted: bool) -> None:
+    got, expected = _agree(packet)
+    assert got == expected
+    assert (got is not None) is accepted
+
+
+@given(st.integers(0, 39), st.integers(1, 255))
+def test_matcher_agrees_on_any_corruption(offset: int, xor: int) -> None:
+    packet = bytearray(genuine())
+    packet[offset] ^= xor
+    got, expected = _agree(bytes(packet))
+    assert got == expected
+
+
+def test_secret_is_fresh_unless_keyed() -> None:
+    assert scan_secret(None) != scan_secret(None)
+    assert scan_secret(KEY) == SECRET
+    assert len(SECRET) == 16
+
+
+def test_filter_programs_end_in_accept_and_drop() -> None:
+    for program in (
+        rawsock.tcp_answer_filter(SPORTS, ip_header=True),
+        rawsock.tcp_answer_filter(SPORTS, ip_header=False),
+        rawsock.icmp_answer_filter(SPORTS, version=4),
+        rawsock.icmp_answer_filter(SPORTS, version=6),
+    ):
+        assert program[-2].k == 0xFFFF
+        assert program[-1].k == 0
+        for i, insn in enumerate(program):  # every jump lands inside the program
+            if insn.code & 0x07 == 0x05:  # BPF_JMP
+                assert i + 1 + max(insn.jt, insn.jf) < len(program)
+
+
+# -- scanning in the namespace ------------------------------------------------------------
+
+
+def scan(
+    target: str,
+    ports: Iterable[int],
+    engine: Engine | None = None,
+    options: EngineOptions = FAST,
+) -> dict[int, Result]:
+    plan = ScanPlan.create(parse_targets([target]), sorted(ports), KEY)
+    chosen = engine or SynEngine()
+
+    async def collect() -> list[Result]:
+        return [r async for r in chosen.run(plan.probes(), options)]
+
+    results = asyncio.run(collect())
+    found = {r.port: r for r in results}
+    assert len(found) == len(results), "a port was reported twice"
+    return found
+
+
+@contextlib.contextmanager
+def input_rules(*rules: str) -> Iterator[None]:
+    """Input-hook rules in a private table of this namespace, removed afterwards."""
+    table = "portscout_syn_test"
+    commands = [
+        f"add table inet {table}",
+        f"add chain inet {table} in {{ type filter hook input priority 0; }}",
+        *(f"add rule inet {table} in {rule}" for rule in rules),
+    ]
+    subprocess.run(["nft", "-f", "-"], input="\n".join(commands) + "\n", text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], check=False)
+
+
+def opened(found: dict[int, Result]) -> list[int]:
+    return sorted(p for p, r in found.items() if r.state is State.OPEN)
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_open_and_closed_on_ipv4_loopback() -> None:
+    with serve({("127.0.0.1", 7101): "accept", ("127.0.0.1", 7105): "banner"}):
+        found = scan("127.0.0.1", range(7100, 7111))
+    assert set(found) == set(range(7100, 7111))
+    assert opened(found) == [7101, 7105]
+    assert (found[7101].state, found[7101].reason) == (State.OPEN, Reason.SYN_ACK)
+    assert (found[7100].state, found[7100].reason) == (State.CLOSED, Reason.RESET)
+    assert found[7101].reason_ttl == 64
+    assert found[7101].tries == 1
+    assert found[7101].rtt is not None
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_ipv6_loopback() -> None:
+    with serve({("::1", 7201): "accept"}):
+        found = scan("::1", range(7200, 7203))
+    assert {p: r.state for p, r in found.items()} == {
+        7200: State.CLOSED, 7201: State.OPEN, 7202: State.CLOSED,
+    }  # fmt: skip
+    assert all(r.host == ip_address("::1") for r in found.values())
+    assert found[7201].reason_ttl == 64  # the hop limit, from IPV6_HOPLIMIT
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_same_states_as_the_connect_engine() -> None:
+    listeners = {("127.0.0.1", p): "accept" for p in (7500, 7507, 7555)}
+    with serve(listeners), input_rules("tcp dport 7520 drop"):
+        syn = scan("127.0.0.1", range(7500, 7561))
+        connect = scan("127.0.0.1", range(7500, 7561), AsyncConnectEngine())
+    assert {p: r.state for p, r in syn.items()} == {p: r.state for p, r in connect.items()}
+    assert opened(syn) == [7500, 7507, 7555]
+    assert syn[7520].state is State.FILTERED
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_no_phantom_port_in_the_ephemeral_range() -> None:
+    ephemeral = rawsock.ephemeral_port_range()
+    ports = range(ephemeral.start, ephemeral.start + 2000)
+    listening = [ephemeral.start + 7, ephemeral.start + 1500]
+    engine = SynEngine()
+    blocks: list[range] = []
+
+    async def collect() -> list[Result]:
+        plan = ScanPlan.create(parse_targets(["127.0.0.1"]), list(ports), KEY)
+        out = []
+        async for result in engine.run(plan.probes(), FAST):
+            if engine.source_ports is not None:
+                blocks.append(engine.source_ports)
+            out.append(result)
+        return out
+
+    with serve({("127.0.0.1", p): "accept" for p in listening}):
+        results = asyncio.run(collect())
+    assert sorted(r.port for r in results if r.state is State.OPEN) == listening
+    assert len(results) == len(ports)
+    (block,) = set(map(tuple, blocks))
+    assert not set(block) & set(ephemeral)
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_dropped_port_is_filtered_after_retries() -> None:
+    with input_rules("tcp dport 7301 drop"):
+        found = scan("127.0.0.1", [7300, 7301], options=EngineOptions(timeout=0.2, max_retries=2))
+    assert found[7300].state is State.CLOSED
+    assert (found[7301].state, found[7301].reason) == (State.FILTERED, Reason.NO_RESPONSE)
+    assert found[7301].tries == 2  # a host that lost nothing gets one retry (nmap)
+    assert found[7301].rtt is None
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+@pytest.mark.parametrize("target", ["127.0.0.1", "::1"])
+def test_icmp_admin_prohibited_is_filtered(target: str) -> None:
+    with input_rules("tcp dport 7302 reject with icmpx type admin-prohibited"):
+        found = scan(target, [7302, 7303])
+    assert (found[7302].state, found[7302].reason) == (State.FILTERED, Reason.ADMIN_PROHIBITED)
+    assert found[7302].reason_ttl is not None
+    assert found[7303].state is State.CLOSED
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_rate_is_respected() -> None:
+    """A sniffer timestamps every SYN in the kernel: no interval may hold more than
+    ``rate * t + BURST`` of them, and each probe went out exactly once."""
+    rate, count = 2000.0, 400
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as sniffer:
+        sniffer.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        rawsock.enlarge_receive_buffer(sniffer)
+        scan("127.0.0.1", range(20000, 20000 + count), SynEngine(rate=rate))
+        sniffer.setblocking(False)
+        times = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                data, ancillary, _, _ = sniffer.recvmsg(128, 64)
+                flags, dport = data[33], struct.unpack_from("!H", data, 22)[0]
+                if flags & (SYN | ACK) == SYN and dport in range(20000, 20000 + count):
+                    (_, _, stamp), *_ = ancillary
+                    seconds, nanos = struct.unpack("qq", stamp[:16])
+                    times.append(seconds + nanos / 1e9)
+    assert len(times) == count
+    for i in range(len(times)):
+        for j in range(i + 1, len(times)):
+            assert j - i + 1 <= rate * (times[j] - times[i]) + BURST + 1
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_forged_answers_are_never_reported() -> None:
+    """While port 7401 is silent (dropped), a forger floods our source ports with SYN-ACKs,
+    RST-ACKs and bare RSTs with wrong acks and ICMP errors quoting a wrong seq: the port
+    stays filtered. A forgery carrying the right cookie (the test knows the key) does
+    get through, so the flood is not vacuous."""
+    target, silent, forged_open = LO, 7401, 7402
+    secret = scan_secret(KEY)
+    engine = SynEngine(key=KEY)
+    plan = ScanPlan.create(parse_targets(["127.0.0.1"]), [silent, forged_open], KEY)
+    options = EngineOptions(timeout=0.3, max_retries=1)
+
+    def flood(block: range, sender: socket.socket) -> None:
+        matcher = AnswerMatcher(secret, block)
+        for sport in block:
+            for flags in (SYN | ACK, RST | ACK, RST):
+                bad = answer(target, LO, silent, sport, ack=12345, flags=flags)
+                sender.sendto(bad, ("127.0.0.1", 0))
+            probe = build_ipv4_syn(LO, target, sport, silent, seq=999)
+            sender.sendto(icmp_unreachable(LO, probe), ("127.0.0.1", 0))
+            right = matcher.cookie(LO.packed, target.packed, sport, forged_open) + 1
+            good = answer(target, LO, forged_open, sport, ack=right, flags=SYN | ACK)
+            sender.sendto(good, ("127.0.0.1", 0))
+
+    async def run() -> list[Result]:
+        results: list[Result] = []
+
+        async def collect() -> None:
+            results.extend([r async for r in engine.run(plan.probes(), options)])
+
+        task = asyncio.create_task(collect())
+        with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as sender:
+            for _ in range(100):  # bounded: at most 100 rounds of 5 x 16 packets, 1 s
+                if task.done():
+                    break
+                if engine.source_ports is not None:
+                    flood(engine.source_ports, sender)
+                await asyncio.sleep(0.01)
+        await task
+        return results
+
+    rules = (f"tcp dport {silent} drop", f"tcp dport {forged_open} drop")
+    with input_rules(*rules):
+        found = {r.port: r for r in asyncio.run(run())}
+    assert (found[silent].state, found[silent].reason) == (State.FILTERED, Reason.NO_RESPONSE)
+    assert found[forged_open].state is State.OPEN
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_sharded_workers_each_see_only_their_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``engines.processes`` as it is: forked workers, each claiming its own source-port
+    block and filtering its raw sockets to it, give exactly one result per port."""
+    monkeypatch.setitem(ENGINES, "syn", SynEngine)
+    listening = [9001, 12000, 45678, 65535]
+    plan = ScanPlan.create(parse_targets(["127.0.0.1"]), range(1, 65536), KEY)
+
+    async def collect() -> list[Result]:
+        out: list[Result] = []
+        async for _closed, batch in run_sharded(
+            plan, plan.shards(2), "syn", FAST, keep_closed=True
+        ):
+            out.extend(batch)
+        return out
+
+    with serve({("127.0.0.1", p): "accept" for p in listening}):
+        results = asyncio.run(collect())
+    assert len(results) == 65535
+    assert len({r.port for r in results}) == 65535
+    assert sorted(r.port for r in results if r.state is State.OPEN) == listening
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root only: a capability could also allow it")
+def test_raw_sockets_allowed_as_root() -> None:
+    assert rawsock.raw_sockets_allowed()
