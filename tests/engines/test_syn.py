@@ -282,8 +282,10 @@ def test_icmp_admin_prohibited_is_filtered(target: str) -> None:
 @pytest.mark.usefixtures("isolated")
 def test_rate_is_respected() -> None:
     """A sniffer timestamps every SYN in the kernel: no interval may hold more than
-    ``rate * t + BURST`` of them, and each probe went out exactly once."""
+    ``rate * t + BURST`` of them (give or take 2 ms of scheduling between the bucket's
+    clock and the sendto), and each probe went out exactly once."""
     rate, count = 2000.0, 400
+    jitter = 0.002  # seconds between the bucket's clock and the kernel's stamp
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP) as sniffer:
         sniffer.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         rawsock.enlarge_receive_buffer(sniffer)
@@ -301,7 +303,7 @@ def test_rate_is_respected() -> None:
     assert len(times) == count
     for i in range(len(times)):
         for j in range(i + 1, len(times)):
-            assert j - i + 1 <= rate * (times[j] - times[i]) + BURST + 1
+            assert j - i + 1 <= rate * (times[j] - times[i] + jitter) + BURST
 
 
 @pytest.mark.netns

@@ -258,12 +258,12 @@ class _SynScan:
     def _send_burst(self, source: Iterator[Probe], exhausted: bool, now: float) -> bool:
         """Send up to ``BURST`` probes the bucket and window allow; return ``exhausted``."""
         bucket, in_flight, pending = self.timing.bucket, self.in_flight, self.pending
-        limit = self.limit
+        limit, monotonic = self.limit, time.monotonic
         for _ in range(BURST):
             if len(in_flight) >= limit:
                 break
-            try:
-                bucket.consume(now)  # raises when the bucket is empty
+            try:  # the clock of this very send: a stale one would let bursts bunch up
+                bucket.consume(monotonic())  # raises when the bucket is empty
             except ValueError:
                 break
             if pending:
