@@ -9,7 +9,7 @@ a skip fails the run, so CI is never green by skipping.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import pytest
 
@@ -38,8 +38,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
-    report: pytest.TestReport = yield
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     if (
         os.environ.get("CI") == "true"
         and report.skipped
@@ -47,7 +47,7 @@ def pytest_runtest_makereport(
     ):
         report.outcome = "failed"
         report.longrepr = f"netns test skipped under CI=true: {_NETNS_PROBLEM}"
-    return report  # type: ignore[return-value]
+    return report
 
 
 @pytest.fixture

@@ -11,15 +11,19 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
 from portscout._version import __version__
 from portscout.engines import engine_names
 from portscout.errors import OptionError, PortscoutError, UsageError
 from portscout.output import Writer
+from portscout.output.csv_rows import CsvWriter
+from portscout.output.grepable import GrepableWriter
 from portscout.output.jsonl import JsonLinesWriter
-from portscout.output.table import TableWriter
+from portscout.output.nmap_xml import NmapXmlWriter
+from portscout.output.table import TableWriter, summary_line
+from portscout.ports import service_names
 from portscout.results import State
 from portscout.scanner import Scan, ScanConfig, drive
 from portscout.targets import read_target_file
@@ -74,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("-v", "--verbose", action="count", default=0, help="show closed/filtered too")
     o.add_argument("-q", "--quiet", action="store_true", help="no table, only the summary")
     o.add_argument("-oJ", dest="json_out", metavar="FILE", help="JSON lines ('-' = stdout)")
+    o.add_argument("-oX", dest="xml_out", metavar="FILE", help="nmap-compatible XML")
+    o.add_argument("-oG", dest="grep_out", metavar="FILE", help="nmap grepable format")
+    o.add_argument("--csv", dest="csv_out", metavar="FILE", help="CSV, one row per result")
+    o.add_argument("-oA", dest="all_out", metavar="BASE",
+                   help="BASE.xml, BASE.gnmap, BASE.jsonl and BASE.csv at once")  # fmt: skip
     o.add_argument("-d", "--debug", action="store_true", help="debug logging to stderr")
     return p
 
@@ -104,24 +113,44 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         processes=args.processes,
         key=args.seed,
         randomize=not args.ordered,
-        keep_closed=bool(args.json_out) and not args.only_open,
+        keep_closed=_wants_closed(args),
         args=("portscout", *argv),
     )
 
 
-@contextlib.contextmanager
-def _open_output(path: str | None) -> Iterator[TextIO | None]:
-    if path is None:
-        yield None
-    elif path == "-":
-        yield sys.stdout
-    else:
-        try:
-            stream = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise UsageError(f"cannot write '{path}': {exc.strerror}") from exc
-        with stream:
-            yield stream
+def _file_outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(format, path) for every file output asked for; -oA adds one of each."""
+    outputs = [
+        (kind, path)
+        for kind, path in (
+            ("json", args.json_out),
+            ("xml", args.xml_out),
+            ("grep", args.grep_out),
+            ("csv", args.csv_out),
+        )
+        if path
+    ]
+    if args.all_out:
+        suffixes = {"xml": ".xml", "grep": ".gnmap", "json": ".jsonl", "csv": ".csv"}
+        outputs += [(kind, args.all_out + suffix) for kind, suffix in suffixes.items()]
+    if sum(1 for _, path in outputs if path == "-") > 1:
+        raise UsageError("only one output may go to stdout ('-')")
+    return outputs
+
+
+def _wants_closed(args: argparse.Namespace) -> bool:
+    """Whether closed results must be streamed (files list every result) or only counted."""
+    return bool(_file_outputs(args)) and not args.only_open
+
+
+def _make_writer(kind: str, stream: TextIO, names: dict[int, str], verbose: int) -> Writer:
+    if kind == "json":
+        return JsonLinesWriter(stream)
+    if kind == "xml":
+        return NmapXmlWriter(stream, service_names=names, verbose=verbose)
+    if kind == "grep":
+        return GrepableWriter(stream, service_names=names, verbose=verbose)
+    return CsvWriter(stream, service_names=names)
 
 
 def run_scan(config: ScanConfig, args: argparse.Namespace) -> int:
@@ -130,31 +159,42 @@ def run_scan(config: ScanConfig, args: argparse.Namespace) -> int:
     show = {State.OPEN}
     if args.verbose and not args.only_open:
         show |= {State.CLOSED, State.FILTERED}
-    with _open_output(args.json_out) as json_stream:
+    names = service_names()
+    with contextlib.ExitStack() as files:
         writers: list[Writer] = []
-        if json_stream is not None:
-            writers.append(JsonLinesWriter(json_stream))
-        human = sys.stderr if json_stream is sys.stdout else sys.stdout
-        table = TableWriter(human, show=frozenset(show))
+        streams: list[TextIO] = []
+        human: TextIO = sys.stdout
+        for kind, path in _file_outputs(args):
+            if path == "-":
+                stream: TextIO = sys.stdout
+                human = sys.stderr
+            else:
+                try:
+                    stream = files.enter_context(open(path, "w", encoding="utf-8", newline=""))
+                except OSError as exc:
+                    raise UsageError(f"cannot write '{path}': {exc.strerror}") from exc
+            writers.append(_make_writer(kind, stream, names, args.verbose))
+            streams.append(stream)
         if not args.quiet:
-            writers.append(table)
+            writers.append(TableWriter(human, show=frozenset(show), service_names=names))
         for writer in writers:
             writer.start(scan.meta)
         code = EXIT_OK
         try:
-            for result in drive(scan):
-                if args.only_open and result.state is not State.OPEN:
-                    continue
-                for writer in writers:
-                    writer.add(result)
+            for batch in drive(scan):
+                for result in batch:
+                    if args.only_open and result.state is not State.OPEN:
+                        continue
+                    for writer in writers:
+                        writer.add(result)
+                for stream in streams:
+                    stream.flush()  # whole lines on disk as the scan goes: tail -f works
         except KeyboardInterrupt:
             scan.report.interrupted = True
             code = EXIT_INTERRUPTED
         for writer in writers:
             writer.finish(scan.report)
         if args.quiet:
-            from portscout.output.table import summary_line
-
             print(summary_line(scan.report), file=human)
     return code
 

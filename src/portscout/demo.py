@@ -90,8 +90,9 @@ def _scan_and_print(config: ScanConfig, expected: list[int] | None) -> int:
     scan = Scan(config)
     table = TableWriter(sys.stdout)
     table.start(scan.meta)
-    for result in drive(scan):
-        table.add(result)
+    for batch in drive(scan):
+        for result in batch:
+            table.add(result)
     table.finish(scan.report)
     if expected is None:
         return 0

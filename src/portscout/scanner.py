@@ -9,6 +9,7 @@ into "Too many open files".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -35,6 +36,8 @@ DEFAULT_TOP_PORTS = 1000
 FD_RESERVE = 64  # descriptors kept free for the interpreter, output files, the database
 # Below this many probes a second process costs more (fork, pipe, start-up) than it saves.
 PROCESS_THRESHOLD = 8192
+BATCH_SIZE = 256
+BATCH_SECONDS = 0.05
 BLOCKING_ENGINES = frozenset({"sequential", "thread-per-port", "threadpool"})
 
 
@@ -109,6 +112,7 @@ class Scan:
         key = config.key if config.key is not None else secrets.randbits(64)
         self.plan = ScanPlan.create(self.targets, self.ports, key, randomized=config.randomize)
         self.processes = self._choose_processes()
+        self._unflushed: list[Result] = []
         fd_budget = (raise_fd_limit() - FD_RESERVE) // self.processes
         wanted = config.max_in_flight or fd_budget
         if wanted < 1:
@@ -133,6 +137,43 @@ class Scan:
             hostnames=dict(self.targets.hostnames),
         )
 
+    async def _in_process_batches(self) -> AsyncGenerator[list[Result], None]:
+        """Run the engine as a task; hand out what it found every 256 results or 50 ms.
+
+        Batches keep the per-result cost of the blocking ``drive()`` low; the time limit
+        keeps a slow scan's results (and Ctrl-C's) flowing to the writers promptly.
+        """
+        full = asyncio.Event()
+
+        async def pump() -> None:
+            async for result in self.engine.run(self.plan.probes(), self.options):
+                self.report.add(result)
+                self.report.probes_sent += result.tries
+                self._unflushed.append(result)
+                if len(self._unflushed) >= BATCH_SIZE:
+                    full.set()
+
+        task = asyncio.create_task(pump())
+        try:
+            while not task.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(full.wait()), BATCH_SECONDS)
+                full.clear()
+                if self._unflushed:
+                    yield self.take_unflushed()
+            task.result()  # re-raise what the engine raised
+            if self._unflushed:
+                yield self.take_unflushed()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def take_unflushed(self) -> list[Result]:
+        """Results counted in the report but not yet handed out (after an interrupt)."""
+        batch, self._unflushed = self._unflushed, []
+        return batch
+
     def _choose_processes(self) -> int:
         requested = self.config.processes
         if requested is not None:
@@ -148,15 +189,7 @@ class Scan:
         report = self.report
         try:
             if self.processes == 1:
-                batch: list[Result] = []
-                async for result in self.engine.run(self.plan.probes(), self.options):
-                    report.add(result)
-                    report.probes_sent += result.tries
-                    batch.append(result)
-                    if len(batch) >= 256:
-                        yield batch
-                        batch = []
-                if batch:
+                async for batch in self._in_process_batches():
                     yield batch
             else:
                 shards = self.plan.shards(self.processes)
@@ -206,10 +239,11 @@ def iscan(
 ) -> Iterator[Result]:
     """Blocking iterator over results as they arrive; runs its own event loop."""
     scan = Scan(_config(targets, ports, **options))
-    yield from drive(scan)
+    for batch in drive(scan):
+        yield from batch
 
 
-def drive(scan: Scan) -> Iterator[Result]:
+def drive(scan: Scan) -> Iterator[list[Result]]:
     """Run ``scan`` on a private event loop, handing out each batch as it completes."""
     runner = asyncio.Runner(loop_factory=loop_factory())
     with runner:
@@ -220,7 +254,10 @@ def drive(scan: Scan) -> Iterator[Result]:
                     batch = runner.run(anext(batches))
                 except StopAsyncIteration:
                     return
-                yield from batch
+                except KeyboardInterrupt:
+                    yield scan.take_unflushed()  # found before Ctrl-C: keep them
+                    raise
+                yield batch
         finally:
             runner.run(batches.aclose())
 

@@ -1,0 +1,113 @@
+"""The command line as a user meets it: exit codes, one-line errors, outputs, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from libnmap.parser import NmapParser
+
+from portscout.cli import main
+from tests.engines.conftest import nft_rules, serve
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["198.18.0.300"], "invalid target '198.18.0.300'"),
+        (["127.0.0.1", "-p", "90-80"], "invalid port range '90-80'"),
+        (["127.0.0.1", "-p", "70000"], "port '70000' out of range"),
+        (["127.0.0.1", "--engine", "warp"], "unknown engine 'warp'"),
+        (["127.0.0.1", "--bogus"], "unrecognized arguments: --bogus"),
+        (["127.0.0.1", "--top-ports", "0"], "top-ports count '0'"),
+        (["127.0.0.1", "--timeout", "0"], "timeout must be positive"),
+        (["-iL", "/nonexistent/targets.txt"], "/nonexistent/targets.txt"),
+        ([], "no targets given"),
+        (["127.0.0.1", "-oJ", "-", "-oX", "-"], "only one output may go to stdout"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("portscout ")
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_json_lines_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "scan.jsonl"
+    with serve({("127.0.0.1", 7801): "accept"}):
+        assert main(["127.0.0.1", "-p", "7800-7802", "-oJ", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["port"], r["state"], r["reason"]) for r in rows) == [
+        (7800, "closed", "conn-refused"),
+        (7801, "open", "syn-ack"),
+        (7802, "closed", "conn-refused"),
+    ]
+    text = capsys.readouterr().out
+    assert "7801/tcp" in text
+    assert "1 open, 2 closed, 0 filtered" in text
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_all_formats_at_once(tmp_path: Path) -> None:
+    base = tmp_path / "scan"
+    with serve({("127.0.0.1", 22): "banner", ("127.0.0.1", 8080): "accept"}):
+        assert main(["127.0.0.1", "-p", "1-1024,8080", "-oA", str(base), "-q"]) == 0
+    report = NmapParser.parse_fromfile(str(base) + ".xml")
+    (host,) = report.hosts
+    assert sorted(host.get_open_ports()) == [(22, "tcp"), (8080, "tcp")]
+    assert "Ports: 22/open/tcp//ssh///" in (tmp_path / "scan.gnmap").read_text()
+    assert len((tmp_path / "scan.jsonl").read_text().splitlines()) == 1025
+    assert (tmp_path / "scan.csv").read_text().startswith("host,port,protocol,state")
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_ctrl_c_keeps_results_and_exits_130(tmp_path: Path) -> None:
+    """Interrupt a slow scan: exit 130, and every result found so far is written."""
+    out = tmp_path / "partial.jsonl"
+    command = [sys.executable, "-m", "portscout", "127.0.0.1", "-p", "1-400", "-r",
+               "--engine", "sequential", "--timeout", "5", "-oJ", str(out)]  # fmt: skip
+    with nft_rules("tcp dport 300-400 drop"):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and len(out.read_text().splitlines()) >= 299:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    ports = [json.loads(line)["port"] for line in out.read_text().splitlines()]
+    assert sorted(ports) == list(range(1, 300))
+    assert "interrupted" in stdout
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_demo_finds_exactly_its_listeners() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "portscout", "demo"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "found exactly the 5 open ports" in proc.stdout
