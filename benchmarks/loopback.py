@@ -30,7 +30,7 @@ from pathlib import Path
 from harness import Measurement, best, build_launcher, measure
 
 from portscout.demo import listeners
-from portscout.engines import DEFAULT_ENGINE, ENGINES
+from portscout.engines import CONNECT_ENGINE, ENGINES
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,7 +134,7 @@ def full_scan_tools(workdir: Path, floors: dict[str, Path], quick: bool) -> list
              reps=reps(5), found=from_stdout(OPEN_GREPABLE), timeout=120),
     ]  # fmt: skip
     for engine in ENGINES:
-        label = f"portscout {engine}" + (" (default)" if engine == DEFAULT_ENGINE else "")
+        label = f"portscout {engine}" + (" (default connect)" if engine == CONNECT_ENGINE else "")
         n = 1 if engine in SLOW_ENGINES else reps(3)
         tools.append(portscout_tool(label, engine, "1-65535", workdir, reps=n))
     return tools

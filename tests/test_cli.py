@@ -53,7 +53,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_json_lines_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "scan.jsonl"
     with serve({("127.0.0.1", 7801): "accept"}):
-        assert main(["127.0.0.1", "-p", "7800-7802", "-oJ", str(out)]) == 0
+        assert main(["127.0.0.1", "-sT", "-p", "7800-7802", "-oJ", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted((r["port"], r["state"], r["reason"]) for r in rows) == [
         (7800, "closed", "conn-refused"),

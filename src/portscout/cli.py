@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="permutation key, for a repeatable probe order")
     e = p.add_argument_group("engine")
     e.add_argument("--engine", default="auto", metavar="NAME", help=", ".join(engine_names()))
-    e.add_argument("-sT", dest="connect_scan", action="store_true", help="TCP connect scan")
+    e.add_argument("-sT", dest="engine", action="store_const", const="async",
+                   help="TCP connect scan (the async engine)")  # fmt: skip
+    e.add_argument("-sS", dest="engine", action="store_const", const="syn",
+                   help="SYN scan with raw sockets (root or CAP_NET_RAW)")  # fmt: skip
+    e.add_argument("--rate", type=float, metavar="PPS", help="syn engine: packets per second")
     e.add_argument("--workers", type=int, default=50, help="threadpool engine threads (50)")
     e.add_argument("--processes", type=int, help="worker processes (default: one per core)")
     e.add_argument("--max-parallelism", type=int, metavar="N", help="probes in flight at most")
@@ -110,6 +114,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         max_retries=args.max_retries,
         max_in_flight=args.max_parallelism,
         workers=args.workers,
+        rate=args.rate,
         processes=args.processes,
         key=args.seed,
         randomize=not args.ordered,

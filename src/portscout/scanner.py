@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address
 
 from portscout._version import __version__
-from portscout.engines import DEFAULT_ENGINE, create_engine
+from portscout.engines import create_engine
 from portscout.engines.base import EngineOptions
 from portscout.engines.processes import run_sharded
 from portscout.errors import OptionError, TargetError
@@ -54,6 +54,7 @@ class ScanConfig:
     max_retries: int = 1
     max_in_flight: int | None = None  # None: as many as the descriptor budget allows
     workers: int = 50
+    rate: float | None = None  # syn engine: packets per second in total
     processes: int | None = None  # None: one per core for large scans, else 1
     key: int | None = None  # the permutation key; None: a fresh secret one
     randomize: bool = True
@@ -122,13 +123,14 @@ class Scan:
             timeout=config.timeout,
             max_retries=config.max_retries,
             workers=config.workers,
+            rate=None if config.rate is None else config.rate / self.processes,
         )
         self.report = Report(
             engine=self.engine.name, key=key, started=time.time(), probes_planned=self.plan.size
         )
         self.meta = ScanMeta(
             args=config.args,
-            scan_type="connect",
+            scan_type="syn" if self.engine.name == "syn" else "connect",
             engine=self.engine.name,
             ports=self.ports,
             started=self.report.started,
@@ -281,4 +283,4 @@ def loop_factory() -> type[asyncio.AbstractEventLoop] | None:
     return uvloop.Loop
 
 
-__all__ = ["DEFAULT_ENGINE", "Scan", "ScanConfig", "ascan", "iscan", "scan"]
+__all__ = ["Scan", "ScanConfig", "ascan", "iscan", "scan"]

@@ -12,12 +12,12 @@ from ipaddress import ip_address
 import pytest
 
 from portscout import Reason, State, iscan
-from portscout.engines import ENGINES
+from portscout.engines import CONNECT_ENGINES
 from tests.engines.conftest import ephemeral_range, nft_rules, serve
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("isolated")]
 
-ENGINE_NAMES = sorted(ENGINES)
+ENGINE_NAMES = sorted(CONNECT_ENGINES)
 FAST = {"timeout": 0.3, "max_retries": 1}
 
 
@@ -85,7 +85,7 @@ def test_filtered_ports(engine: str) -> None:
 
 def test_dropped_port_is_retried_before_filtered() -> None:
     with nft_rules("tcp dport 7401 drop"):
-        (result,) = list(iscan("127.0.0.1", "7401", timeout=0.2, max_retries=2))
+        (result,) = list(iscan("127.0.0.1", "7401", engine="async", timeout=0.2, max_retries=2))
     assert result.state is State.FILTERED
     assert result.tries == 3
 

@@ -2,38 +2,59 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from portscout.engines.async_connect import AsyncConnectEngine
 from portscout.engines.base import Engine, EngineOptions
+from portscout.engines.rawsock import raw_sockets_allowed
 from portscout.engines.sequential import SequentialEngine
+from portscout.engines.syn import SynEngine
 from portscout.engines.threads import ThreadPerPortEngine, ThreadPoolEngine
-from portscout.errors import OptionError
+from portscout.errors import OptionError, PrivilegeError
+
+log = logging.getLogger(__name__)
 
 ENGINES: dict[str, Callable[[], Engine]] = {
     "async": AsyncConnectEngine,
+    "syn": SynEngine,  # a fresh secret per instance, so per worker process too
     "threadpool": ThreadPoolEngine,
     "thread-per-port": ThreadPerPortEngine,
     "sequential": SequentialEngine,
 }
-DEFAULT_ENGINE = "async"
+CONNECT_ENGINE = "async"
+CONNECT_ENGINES = frozenset(ENGINES) - {"syn"}
 
 
 def engine_names() -> list[str]:
     return ["auto", *ENGINES]
 
 
-def create_engine(name: str) -> Engine:
-    """The engine called ``name``; ``auto`` is the default connect engine for now."""
+def resolve_engine_name(name: str) -> str:
+    """``auto`` -> ``syn`` where raw sockets are allowed, else the connect engine (said once)."""
     if name == "auto":
-        name = DEFAULT_ENGINE
-    try:
-        factory = ENGINES[name]
-    except KeyError:
-        raise OptionError(
-            f"unknown engine '{name}' (choose from {', '.join(engine_names())})"
-        ) from None
-    return factory()
+        if raw_sockets_allowed():
+            return "syn"
+        log.warning("no raw-socket privilege (root or CAP_NET_RAW): using the connect engine")
+        return CONNECT_ENGINE
+    if name not in ENGINES:
+        raise OptionError(f"unknown engine '{name}' (choose from {', '.join(engine_names())})")
+    if name == "syn" and not raw_sockets_allowed():
+        raise PrivilegeError("the syn engine needs root or CAP_NET_RAW (try --engine async)")
+    return name
 
 
-__all__ = ["DEFAULT_ENGINE", "ENGINES", "Engine", "EngineOptions", "create_engine"]
+def create_engine(name: str) -> Engine:
+    """The engine called ``name`` (``auto`` resolved as in ``resolve_engine_name``)."""
+    return ENGINES[resolve_engine_name(name)]()
+
+
+__all__ = [
+    "CONNECT_ENGINE",
+    "CONNECT_ENGINES",
+    "ENGINES",
+    "Engine",
+    "EngineOptions",
+    "create_engine",
+    "resolve_engine_name",
+]

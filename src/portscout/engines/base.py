@@ -51,6 +51,7 @@ class EngineOptions:
     timeout: float = 1.0
     max_retries: int = 1
     workers: int = 50  # threadpool engine only
+    rate: float | None = None  # syn engine: packets per second for this engine instance
 
 
 class Engine(Protocol):

@@ -197,7 +197,9 @@ class SynEngine:
         self.source_ports: range | None = None  # the block the running scan holds
 
     async def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
-        policy = self.timing or default_policy(options, self.rate)
+        policy = self.timing or default_policy(
+            options, options.rate if options.rate is not None else self.rate
+        )
         try:
             claim = rawsock.claim_source_ports(SOURCE_PORTS)
         except OSError as exc:
