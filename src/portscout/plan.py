@@ -11,7 +11,7 @@ Core module: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -86,8 +86,16 @@ class ScanPlan:
         n_hosts = self.targets.size
         return Probe(hosts[index % n_hosts], self.ports[index // n_hosts])
 
-    def probes(self, shard: Shard | None = None) -> Iterator[Probe]:
-        """The probes of ``shard`` (the whole plan without one), in walk order."""
+    def probes(
+        self, shard: Shard | None = None, *, skip: Container[Probe] | None = None
+    ) -> Iterator[Probe]:
+        """The probes of ``shard`` (the whole plan without one), in walk order.
+
+        ``skip`` holds probes already answered (a resumed scan): they are passed over.
+        """
+        if skip:
+            yield from (probe for probe in self.probes(shard) if probe not in skip)
+            return
         hosts, ports = self._hosts, self.ports
         n_hosts = self.targets.size
         if n_hosts == 1:

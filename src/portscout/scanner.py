@@ -25,7 +25,7 @@ from portscout.engines import create_engine
 from portscout.engines.base import EngineOptions
 from portscout.engines.processes import run_sharded
 from portscout.errors import OptionError, TargetError
-from portscout.plan import ScanPlan
+from portscout.plan import Probe, ScanPlan
 from portscout.ports import parse_ports, top_ports
 from portscout.results import IPAddress, Report, Result, ScanMeta
 from portscout.targets import Resolver, parse_targets
@@ -60,6 +60,8 @@ class ScanConfig:
     randomize: bool = True
     keep_closed: bool = True  # stream closed results too (the iterator APIs want them)
     args: tuple[str, ...] = field(default_factory=tuple)
+    # Probes answered in an earlier run of this same scan (same key): not sent again.
+    done: frozenset[Probe] = frozenset()
 
 
 def system_resolver(name: str) -> list[IPAddress]:
@@ -126,7 +128,10 @@ class Scan:
             rate=None if config.rate is None else config.rate / self.processes,
         )
         self.report = Report(
-            engine=self.engine.name, key=key, started=time.time(), probes_planned=self.plan.size
+            engine=self.engine.name,
+            key=key,
+            started=time.time(),
+            probes_planned=self.plan.size - len(config.done),
         )
         self.meta = ScanMeta(
             args=config.args,
@@ -148,7 +153,9 @@ class Scan:
         full = asyncio.Event()
 
         async def pump() -> None:
-            async for result in self.engine.run(self.plan.probes(), self.options):
+            async for result in self.engine.run(
+                self.plan.probes(skip=self.config.done), self.options
+            ):
                 self.report.add(result)
                 self.report.probes_sent += result.tries
                 self._unflushed.append(result)
@@ -201,6 +208,7 @@ class Scan:
                     self.engine.name,
                     self.options,
                     keep_closed=self.config.keep_closed,
+                    skip=self.config.done,
                 ):
                     report.count_closed(closed)
                     report.probes_sent += closed  # a closed port is decided by its first try

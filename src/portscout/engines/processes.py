@@ -25,7 +25,7 @@ from multiprocessing.context import ForkProcess
 
 from portscout.engines.base import EngineOptions
 from portscout.permutation import Shard
-from portscout.plan import ScanPlan
+from portscout.plan import Probe, ScanPlan
 from portscout.results import Reason, Result, State
 
 PR_SET_PDEATHSIG = 1
@@ -60,6 +60,7 @@ def _worker(
     options: EngineOptions,
     fd: int,
     keep_closed: bool,
+    skip: frozenset[Probe],
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -71,7 +72,7 @@ def _worker(
         closed = 0
         flushed = time.monotonic()
         engine = create_engine(engine_name)
-        async for result in engine.run(plan.probes(shard), options):
+        async for result in engine.run(plan.probes(shard, skip=skip), options):
             if result.state is State.CLOSED and not keep_closed:
                 closed += 1
             else:
@@ -130,6 +131,7 @@ async def run_sharded(
     options: EngineOptions,
     *,
     keep_closed: bool,
+    skip: frozenset[Probe] = frozenset(),
 ) -> AsyncIterator[tuple[int, list[Result]]]:
     """Yield ``(closed_count, results)`` batches from one forked worker per shard.
 
@@ -154,7 +156,7 @@ async def run_sharded(
             read_fd, write_fd = os.pipe()
             process = context.Process(
                 target=_worker,
-                args=(plan, shard, engine_name, options, write_fd, keep_closed),
+                args=(plan, shard, engine_name, options, write_fd, keep_closed, skip),
                 daemon=True,
             )
             process.start()
