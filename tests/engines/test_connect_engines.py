@@ -84,10 +84,11 @@ def test_filtered_ports(engine: str) -> None:
 
 
 def test_dropped_port_is_retried_before_filtered() -> None:
+    """A host that has lost nothing gets one retransmission (nmap's allowance), no more."""
     with nft_rules("tcp dport 7401 drop"):
-        (result,) = list(iscan("127.0.0.1", "7401", engine="async", timeout=0.2, max_retries=2))
+        (result,) = list(iscan("127.0.0.1", "7401", engine="async", timeout=0.2, max_retries=5))
     assert result.state is State.FILTERED
-    assert result.tries == 3
+    assert result.tries == 2
 
 
 def test_engines_agree_on_a_mixed_range() -> None:

@@ -1,10 +1,20 @@
-"""The default engine: non-blocking connect() on asyncio, a bounded window of probes.
+"""The default connect engine: non-blocking connect() on asyncio with nmap's timing.
 
 Per probe: ``socket(SOCK_NONBLOCK)``, ``connect_ex``, then ``SO_ERROR`` at once. On
 loopback and other fast paths the handshake (or the RST) has already been processed when
-connect() returns, so most ports are decided without touching the event loop; only
-probes still in progress get a writer callback and a timer. No task per probe: the window
-is refilled from the lazy probe stream as probes finish.
+connect() returns, so such ports are decided without touching the event loop. Probes
+still in progress get a writer callback and a timer, and the ``ScanTiming`` of
+``portscout.timing`` decides how many may be in flight per host and in all, how long each
+may take (RFC 6298 estimate per host), and how often a silent port is retried.
+
+Retries follow nmap's probe bench: a port whose tries reached the host's allowed retries
+is held until the host has nothing in flight, since an answer to another port's
+retransmission may still raise the allowance (the host has shown loss); only then is it
+called filtered. So a host that drops probes, or rate-limits its RSTs, gets more retries
+and a slower pace instead of phantom filtered ports.
+
+No task per probe: probes are pulled lazily from the stream, and a bounded backlog per
+host holds the few that wait for their host's window.
 """
 
 from __future__ import annotations
@@ -15,91 +25,161 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from portscout.engines.base import BACKPRESSURE, EngineOptions
 from portscout.engines.connect import connected_result, error_result, family, sockaddr
 from portscout.plan import Probe
-from portscout.results import Reason, Result, State
+from portscout.results import IPAddress, Reason, Result, State
+from portscout.timing import HostTiming, ScanTiming
 
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_ERROR = socket.SO_ERROR
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+# Probes pulled from the stream but waiting for their host's window, in all hosts.
+MAX_BACKLOG = 4096
+# A bench this long is settled even while its host still has probes in flight.
+MAX_BENCH = 1024
+# Answers decided inside connect() (loopback) say little about the network and cost
+# per-probe bookkeeping: the estimator gets the first few, then one in this many.
+IMMEDIATE_SAMPLE_EVERY = 64
+IMMEDIATE_SAMPLES_FIRST = 8
+
+Pending = tuple[Probe, int]  # a probe and the tries already made
 
 
 @dataclass(slots=True)
 class _Attempt:
     probe: Probe
     sock: socket.socket
-    started: float
+    sent: float
     tries: int
     timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class _Host:
+    """What the engine keeps per target host, next to the host's timing."""
+
+    timing: HostTiming
+    in_flight: int = 0
+    immediate: int = 0  # answers decided inside connect()
+    backlog: deque[Pending] = field(default_factory=deque)
+    bench: list[Pending] = field(default_factory=list)
 
 
 class AsyncConnectEngine:
     name = "async"
 
     async def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
-        loop = asyncio.get_running_loop()
-        window = _Window(loop, options)
-        pending: deque[tuple[Probe, int]] = deque()  # retries and back-pressured probes
+        scheduler = _Scheduler(asyncio.get_running_loop(), options)
         source = iter(probes)
         exhausted = False
         try:
             while True:
-                while len(window.in_flight) < window.limit:
-                    if pending:
-                        probe, tries = pending.popleft()
-                    elif exhausted:
-                        break
-                    else:
-                        next_probe = next(source, None)
-                        if next_probe is None:
-                            exhausted = True
-                            break
-                        probe, tries = next_probe, 0
-                    result = window.start(probe, tries, pending)
-                    if result is not None:
-                        yield result
-                if window.done:
-                    while window.done:
-                        yield window.done.popleft()
-                    continue
-                if not window.in_flight:
-                    if exhausted and not pending:
-                        return
-                    await asyncio.sleep(0.005)  # back-pressure with nothing in flight
-                    continue
-                await window.wait()
-                pending.extend(window.retries)
-                window.retries.clear()
+                exhausted = scheduler.fill(source, exhausted)
+                while scheduler.done:
+                    yield scheduler.done.popleft()
+                if exhausted and scheduler.idle():
+                    return
+                await scheduler.wait()
         finally:
-            window.close_all()
+            scheduler.close_all()
 
 
-class _Window:
-    """The probes in flight, their callbacks and timers; completed results queue in ``done``."""
+class _Scheduler:
+    """Probes in flight, per-host backlogs and benches, and the timing that paces them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, options: EngineOptions) -> None:
         self.loop = loop
-        self.options = options
-        self.limit = options.max_in_flight
+        policy = options.policy()
+        self.timing = ScanTiming(policy, started=time.monotonic())
+        # Without rates or delays, only the windows can hold a probe back: check them
+        # directly instead of asking for a delay per probe (a loopback scan's hot path).
+        self.paced = bool(policy.max_rate or policy.min_rate or policy.scan_delay)
+        self.limit = options.max_in_flight  # the descriptor budget
         self.in_flight: dict[int, _Attempt] = {}
+        self.hosts: dict[IPAddress, _Host] = {}
+        self.waiting: deque[IPAddress] = deque()  # hosts with a backlog, in turn
+        self.backlog_size = 0
         self.done: deque[Result] = deque()
-        self.retries: deque[tuple[Probe, int]] = deque()
         self._wake: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
-    def start(self, probe: Probe, tries: int, pending: deque[tuple[Probe, int]]) -> Result | None:
-        """Begin one attempt; return its result if decided at once, else None."""
+    # -- sending ---------------------------------------------------------------------
+
+    def fill(self, source: Iterator[Probe], exhausted: bool) -> bool:
+        """Send what the windows allow: backlogged probes first, then new ones.
+
+        Returns whether ``source`` is exhausted.
+        """
+        for _ in range(len(self.waiting)):
+            address = self.waiting.popleft()
+            host = self.hosts[address]
+            while host.backlog and self._may_send(address, host):
+                probe, tries = host.backlog.popleft()
+                self.backlog_size -= 1
+                if not self._send(probe, tries, host):
+                    break
+            if host.backlog:
+                self.waiting.append(address)
+        while not exhausted and self.backlog_size < MAX_BACKLOG:
+            if len(self.in_flight) >= self.limit:
+                break
+            fresh = next(source, None)
+            if fresh is None:
+                return True
+            address = fresh.host
+            known = self.hosts.get(address)
+            if known is None:
+                known = self.hosts[address] = _Host(self.timing.host(address, time.monotonic()))
+            if known.backlog or not self._may_send(address, known):
+                self._defer(address, known, (fresh, 0))
+            else:
+                self._send(fresh, 0, known)
+        return exhausted
+
+    def _may_send(self, address: IPAddress, host: _Host) -> bool:
+        total = len(self.in_flight)
+        if total >= self.limit:
+            return False
+        if not total and not self.paced and not host.timing.boosted_delay:
+            return True  # empty windows have room, and no delay applies: loopback's path
+        now = time.monotonic()
+        delay = self.timing.send_delay(
+            address, now, host_in_flight=host.in_flight, total_in_flight=total
+        )
+        if delay is None:
+            return False
+        if delay > 0:
+            self._wake_at(now + delay)
+            return False
+        return True
+
+    def _defer(
+        self, address: IPAddress, host: _Host, pending: Pending, *, first: bool = False
+    ) -> None:
+        if not host.backlog:
+            self.waiting.append(address)
+        if first:
+            host.backlog.appendleft(pending)
+        else:
+            host.backlog.append(pending)
+        self.backlog_size += 1
+
+    def _send(self, probe: Probe, tries: int, host: _Host) -> bool:
+        """Start one attempt; False when out of descriptors (the probe is backlogged)."""
         try:
             sock = socket.socket(family(probe.host), _STREAM_NONBLOCK)
         except OSError as exc:
             if exc.errno not in BACKPRESSURE:
                 raise
             self._shrink()
-            pending.appendleft((probe, tries))
-            return None
-        started = time.monotonic()
+            self._defer(probe.host, host, (probe, tries), first=True)
+            return False
+        now = time.monotonic()
+        if self.paced:
+            self.timing.on_send(probe.host, now)
         tries += 1
         code = sock.connect_ex(sockaddr(probe.host, probe.port))
         if code == errno.EINPROGRESS:
@@ -107,70 +187,157 @@ class _Window:
             if code == 0:
                 try:
                     sock.getpeername()
-                except OSError:  # ENOTCONN: the handshake is still under way
-                    self._watch(_Attempt(probe, sock, started, tries))
-                    return None
-        rtt = time.monotonic() - started
+                except OSError:  # ENOTCONN: the handshake is under way
+                    self._watch(_Attempt(probe, sock, now, tries), host)
+                    return True
         with sock:
-            if code == 0:
-                return connected_result(sock, probe, rtt, tries)
             if code in BACKPRESSURE:
                 self._shrink()
-                pending.appendleft((probe, tries - 1))
-                return None
-            return error_result(code, probe, rtt, tries)
+                self._defer(probe.host, host, (probe, tries - 1), first=True)
+                return False
+            rtt = time.monotonic() - now
+            host.immediate += 1
+            if (
+                host.immediate <= IMMEDIATE_SAMPLES_FIRST
+                or host.immediate % IMMEDIATE_SAMPLE_EVERY == 0
+            ):
+                self._answered(probe.host, host, now, tries, code)
+            if code == 0:
+                self.done.append(connected_result(sock, probe, rtt, tries))
+            else:
+                self.done.append(error_result(code, probe, rtt, tries))
+        return True
 
     def _shrink(self) -> None:
         """Out of descriptors or ports: fly fewer probes from now on (never below one)."""
         self.limit = max(1, min(self.limit, len(self.in_flight)) * 3 // 4)
 
-    def _watch(self, attempt: _Attempt) -> None:
+    def _watch(self, attempt: _Attempt, host: _Host) -> None:
         fd = attempt.sock.fileno()
         self.in_flight[fd] = attempt
+        host.in_flight += 1
+        if not self.paced:
+            self.timing.on_send(attempt.probe.host, attempt.sent)
         self.loop.add_writer(fd, self._on_writable, fd)
-        attempt.timer = self.loop.call_later(self.options.timeout, self._on_timeout, fd)
+        timeout = self.timing.probe_timeout(attempt.probe.host, attempt.sent)
+        attempt.timer = self.loop.call_at(self.loop.time() + timeout, self._on_timeout, fd)
 
-    def _finish(self, fd: int) -> _Attempt:
+    # -- completions -----------------------------------------------------------------
+
+    def _finish(self, fd: int) -> tuple[_Attempt, _Host]:
         attempt = self.in_flight.pop(fd)
         self.loop.remove_writer(fd)
         if attempt.timer is not None:
             attempt.timer.cancel()
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-        return attempt
+        host = self.hosts[attempt.probe.host]
+        host.in_flight -= 1
+        self._notify()
+        return attempt, host
 
-    def _on_writable(self, fd: int) -> None:
-        attempt = self._finish(fd)
-        probe, sock = attempt.probe, attempt.sock
-        rtt = time.monotonic() - attempt.started
-        with sock:
-            code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
-            if code == 0:
-                self.done.append(connected_result(sock, probe, rtt, attempt.tries))
-            elif code in BACKPRESSURE:
-                self.retries.append((probe, attempt.tries - 1))
-            else:
-                self.done.append(error_result(code, probe, rtt, attempt.tries))
-
-    def _on_timeout(self, fd: int) -> None:
-        attempt = self._finish(fd)
-        attempt.sock.close()
-        if attempt.tries <= self.options.max_retries:
-            self.retries.append((attempt.probe, attempt.tries))
-            return
-        probe = attempt.probe
-        self.done.append(
-            Result(
-                host=probe.host,
-                port=probe.port,
-                state=State.FILTERED,
-                reason=Reason.NO_RESPONSE,
-                tries=attempt.tries,
-            )
+    def _answered(
+        self, address: IPAddress, host: _Host, sent: float, tries: int, code: int
+    ) -> None:
+        self.timing.on_answer(
+            address,
+            sent=sent,
+            now=time.monotonic(),
+            host_in_flight=host.in_flight,
+            total_in_flight=len(self.in_flight),
+            tryno=tries - 1,
+            icmp_error=code not in (0, errno.ECONNREFUSED, errno.ECONNRESET),
         )
 
+    def _on_writable(self, fd: int) -> None:
+        attempt, host = self._finish(fd)
+        probe, sock = attempt.probe, attempt.sock
+        rtt = time.monotonic() - attempt.sent
+        with sock:
+            code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+            if code in BACKPRESSURE:
+                self._defer(probe.host, host, (probe, attempt.tries - 1), first=True)
+                return
+            self._answered(probe.host, host, attempt.sent, attempt.tries, code)
+            if code == 0:
+                self.done.append(connected_result(sock, probe, rtt, attempt.tries))
+            else:
+                self.done.append(error_result(code, probe, rtt, attempt.tries))
+        self._settle_if_quiet(probe.host, host)
+
+    def _on_timeout(self, fd: int) -> None:
+        attempt, host = self._finish(fd)
+        attempt.sock.close()
+        address = attempt.probe.host
+        self.timing.on_timeout(
+            address,
+            sent=attempt.sent,
+            now=time.monotonic(),
+            host_in_flight=host.in_flight,
+            total_in_flight=len(self.in_flight),
+        )
+        pending = (attempt.probe, attempt.tries)
+        if attempt.tries <= host.timing.retries_allowed:
+            self._defer(address, host, pending, first=True)
+        else:
+            host.bench.append(pending)
+        self._settle_if_quiet(address, host)
+
+    def _settle_if_quiet(self, address: IPAddress, host: _Host) -> None:
+        """Decide benched ports once the host is quiet (or the bench is long): retry those
+        the host's grown allowance still covers, call the rest filtered."""
+        if not host.bench or ((host.in_flight or host.backlog) and len(host.bench) < MAX_BENCH):
+            return
+        allowed = host.timing.retries_allowed
+        bench, host.bench = host.bench, []
+        for probe, tries in bench:
+            if tries <= allowed:
+                self._defer(address, host, (probe, tries))
+            else:
+                self.done.append(
+                    Result(
+                        host=probe.host,
+                        port=probe.port,
+                        state=State.FILTERED,
+                        reason=Reason.NO_RESPONSE,
+                        tries=tries,
+                    )
+                )
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def idle(self) -> bool:
+        """Nothing in flight, backlogged or benched: the scan of the stream is complete."""
+        if self.in_flight or self.backlog_size:
+            return False
+        for address, host in self.hosts.items():
+            if host.bench:
+                self._settle_if_quiet(address, host)
+        return not self.done and not self.backlog_size
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def _wake_at(self, when: float) -> None:
+        """Be woken at monotonic time ``when`` (a send delay or rate limit expires)."""
+        delay = max(0.0, when - time.monotonic())
+        if self._timer is not None:
+            if self._timer.when() <= self.loop.time() + delay:
+                return
+            self._timer.cancel()
+        self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._notify()
+
     async def wait(self) -> None:
-        """Sleep until at least one probe in flight completes or times out."""
+        """Sleep until a probe completes or times out, or a send delay expires."""
+        if self.done:
+            return
+        if not self.in_flight and self._timer is None:
+            # Nothing can wake us but time: out of descriptors with nothing in flight.
+            await asyncio.sleep(0.005)
+            return
         self._wake = self.loop.create_future()
         try:
             await self._wake
@@ -179,4 +346,6 @@ class _Window:
 
     def close_all(self) -> None:
         for fd in list(self.in_flight):
-            self._finish(fd).sock.close()
+            self._finish(fd)[0].sock.close()
+        if self._timer is not None:
+            self._timer.cancel()

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from portscout.plan import Probe
 from portscout.results import Reason, Result, State
+from portscout.timing import TimingPolicy
 
 # Errors of connect() that decide a port. Anything not here is a local problem (see
 # BACKPRESSURE) or a bug, never a port state.
@@ -52,6 +53,22 @@ class EngineOptions:
     max_retries: int = 1
     workers: int = 50  # threadpool engine only
     rate: float | None = None  # syn engine: packets per second for this engine instance
+    # Adaptive engines (async, syn): RTT-based timeouts, windows, retries, rates. None:
+    # nmap's -T3 bounded by ``timeout`` and ``max_retries`` (see ``policy``).
+    timing: TimingPolicy | None = None
+
+    def policy(self) -> TimingPolicy:
+        """The timing policy of adaptive engines: ``timing`` or one derived from
+        ``timeout`` (initial and highest probe timeout) and ``max_retries``."""
+        if self.timing is not None:
+            return self.timing
+        return TimingPolicy(
+            initial_rtt_timeout=self.timeout,
+            min_rtt_timeout=min(0.1, self.timeout),
+            max_rtt_timeout=self.timeout,
+            max_retries=self.max_retries,
+            max_rate=self.rate,
+        )
 
 
 class Engine(Protocol):

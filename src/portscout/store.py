@@ -1,0 +1,415 @@
+"""The scan history: one SQLite database holding every scan, its results and what resumes it.
+
+Owns the database schema and its checks, the incremental ``Recorder``, loading scans back
+(``ScanMeta``, ``Report``, results, the probes already answered) and comparing two scans
+(``diff_scans``, text like nmap's ``ndiff``). Imports ``results``, ``plan`` and ``errors``
+only: the scan configuration arrives as a JSON-ready mapping that ``cli`` builds and reads.
+
+Safety of the user's files comes first:
+
+* A file is used only if it is empty or carries our ``application_id`` (SQLite header
+  offset 68). Anything else -- another program's SQLite database, a text file, a truncated
+  or corrupt database -- raises ``StoreError`` naming the file, before anything is
+  written: WAL mode is switched on only after the check, since it rewrites the header.
+* ``PRAGMA user_version`` is the schema version; a newer one is refused, not downgraded.
+* Readers (``history``, ``show``, ``diff``) open the file read-only and never create it.
+
+Durability: WAL with ``synchronous=NORMAL``. A commit is in the WAL file as soon as it
+returns, so killing the process (SIGKILL included) loses only what was not committed yet;
+the ``Recorder`` commits at least every second while results arrive. Power loss may also
+lose the last commits (SQLite's documented trade-off for NORMAL in WAL mode).
+
+Every sqlite3 error is translated here, once, into ``StoreError`` (one line, the path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import ip_address
+from pathlib import Path
+
+from portscout.errors import StoreError
+from portscout.plan import Probe
+from portscout.results import IPAddress, Protocol, Reason, Report, Result, ScanMeta, State
+
+APPLICATION_ID = 0x70536E48  # "pSnH": portscout history, in the SQLite header
+SCHEMA_VERSION = 1
+COMMIT_SECONDS = 1.0  # the most a crash may lose, while results keep arriving
+COMMIT_ROWS = 20_000  # or this many buffered rows, whichever comes first
+BUSY_SECONDS = 5.0
+
+_SCHEMA = """
+CREATE TABLE scan (
+    id INTEGER PRIMARY KEY,
+    args TEXT NOT NULL,            -- JSON array: the command line as given
+    config TEXT NOT NULL,          -- JSON object: what rebuilds the identical plan (cli)
+    engine TEXT NOT NULL,
+    scan_type TEXT NOT NULL,
+    ports TEXT NOT NULL,           -- JSON array of [first, last] runs
+    key TEXT NOT NULL,             -- decimal: the permutation key, up to 128 bits
+    version TEXT NOT NULL,
+    hostnames TEXT NOT NULL,       -- JSON object: address -> name the user gave
+    started REAL NOT NULL,         -- epoch seconds
+    finished REAL,
+    status TEXT NOT NULL,          -- ScanStatus
+    pid INTEGER,                   -- of the process writing it while 'running'
+    runs INTEGER NOT NULL DEFAULT 1,
+    probes_planned INTEGER NOT NULL,
+    probes_sent INTEGER NOT NULL DEFAULT 0,
+    n_open INTEGER NOT NULL DEFAULT 0,
+    n_closed INTEGER NOT NULL DEFAULT 0,
+    n_filtered INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE result (
+    scan_id INTEGER NOT NULL REFERENCES scan (id) ON DELETE CASCADE,
+    host TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    rtt REAL,
+    tries INTEGER NOT NULL,
+    reason_ttl INTEGER,
+    PRIMARY KEY (scan_id, host, protocol, port)
+) WITHOUT ROWID;
+"""
+_COLUMNS = "host, protocol, port, state, reason, rtt, tries, reason_ttl"
+_COUNTS = {State.OPEN: "n_open", State.CLOSED: "n_closed", State.FILTERED: "n_filtered"}
+
+
+class ScanStatus(StrEnum):
+    RUNNING = "running"  # being written, or its process died (see ``StoredScan.alive``)
+    INTERRUPTED = "interrupted"  # Ctrl-C: resumable
+    FAILED = "failed"  # the scan raised: resumable
+    DONE = "done"
+
+
+def default_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_DATA_HOME/portscout/history.sqlite3``, else under ``~/.local/share``."""
+    base = environ.get("XDG_DATA_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "portscout" / "history.sqlite3"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredScan:
+    """One scan's row: what writers need (``meta``), its progress and its configuration."""
+
+    id: int
+    meta: ScanMeta
+    config: Mapping[str, object]
+    status: ScanStatus
+    finished: float | None
+    pid: int | None
+    runs: int
+    probes_planned: int
+    probes_sent: int
+    counts: Counter[State] = field(default_factory=Counter)
+
+    @property
+    def alive(self) -> bool:
+        """Whether a 'running' scan's process still exists (on this machine)."""
+        if self.status is not ScanStatus.RUNNING or self.pid is None:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    @property
+    def shown_status(self) -> str:
+        """The status for people: a 'running' scan whose process is gone was killed."""
+        if self.status is ScanStatus.RUNNING and not self.alive:
+            return "killed"
+        return self.status.value
+
+
+@contextlib.contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """The one place sqlite3 errors become ``StoreError``."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"history database '{path}': {exc}") from exc
+
+
+class Store:
+    """An open history database. Use ``Store.open``; close it (or use ``with``)."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Store:
+        """Open (creating when writable) and check the database at ``path``.
+
+        Raises ``StoreError`` when it is missing (read-only), not SQLite, another
+        application's database, of a newer schema, corrupt, or cannot be opened.
+        """
+        where = Path(path)
+        if readonly and not where.is_file():
+            raise StoreError(f"no history database at '{where}'")
+        if where.is_dir():
+            raise StoreError(f"history database '{where}' is a directory")
+        with _translated(where):
+            if not readonly:
+                where.parent.mkdir(parents=True, exist_ok=True)
+            uri = where.resolve().as_uri() + ("?mode=ro" if readonly else "?mode=rwc")
+            db = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None)
+        try:
+            with _translated(where):
+                cls._check(db, where, readonly)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db, where)
+
+    @staticmethod
+    def _check(db: sqlite3.Connection, path: Path, readonly: bool) -> None:
+        try:
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"'{path}' is not a portscout history database ({exc})") from exc
+        if app_id == 0 and tables == 0 and version == 0:
+            if readonly:
+                raise StoreError(f"'{path}' is an empty database, not a portscout history")
+            db.execute("PRAGMA journal_mode=WAL")
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif app_id != APPLICATION_ID:
+            raise StoreError(f"'{path}' is a database of another application, not portscout's")
+        elif version > SCHEMA_VERSION:
+            raise StoreError(f"'{path}' has schema {version}, newer than this portscout's")
+        elif not readonly:
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        with _translated(self.path):
+            return self._db.execute(sql, params).fetchall()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def begin(self, meta: ScanMeta, config: Mapping[str, object], planned: int) -> int:
+        """Record a new scan as 'running'; returns its id."""
+        row = (
+            json.dumps(list(meta.args)), json.dumps(dict(config)), meta.engine,
+            meta.scan_type, json.dumps(_runs(meta.ports)), str(meta.key), meta.version,
+            json.dumps({str(a): n for a, n in meta.hostnames.items()}), meta.started,
+            ScanStatus.RUNNING.value, os.getpid(), planned,
+        )  # fmt: skip
+        with _translated(self.path), self._db:
+            cursor = self._db.execute(
+                "INSERT INTO scan (args, config, engine, scan_type, ports, key, version,"
+                " hostnames, started, status, pid, probes_planned)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def reopen(self, scan_id: int) -> None:
+        """Mark a stopped scan 'running' again, by this process (a resume)."""
+        with _translated(self.path), self._db:
+            self._db.execute(
+                "UPDATE scan SET status = ?, pid = ?, runs = runs + 1 WHERE id = ?",
+                (ScanStatus.RUNNING.value, os.getpid(), scan_id),
+            )
+
+    def insert(self, scan_id: int, results: Sequence[Result], sent: int = 0) -> None:
+        """Add results (and ``sent`` probes) in one transaction, counters included."""
+        counts = Counter(r.state for r in results)
+        rows = [
+            (scan_id, str(r.host), r.protocol.value, r.port, r.state.value, r.reason.value,
+             r.rtt, r.tries, r.reason_ttl)
+            for r in results
+        ]  # fmt: skip
+        with _translated(self.path), self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(f"INSERT INTO result (scan_id, {_COLUMNS}) VALUES"
+                                 " (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # fmt: skip
+            self._db.execute(
+                "UPDATE scan SET n_open = n_open + ?, n_closed = n_closed + ?,"
+                " n_filtered = n_filtered + ?, probes_sent = probes_sent + ? WHERE id = ?",
+                (counts[State.OPEN], counts[State.CLOSED], counts[State.FILTERED], sent, scan_id),
+            )
+
+    def end(self, scan_id: int, status: ScanStatus, finished: float) -> None:
+        with _translated(self.path), self._db:
+            self._db.execute(
+                "UPDATE scan SET status = ?, finished = ?, pid = NULL WHERE id = ?",
+                (status.value, finished, scan_id),
+            )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def scans(self, limit: int | None = None) -> list[StoredScan]:
+        """Recorded scans, newest first."""
+        rows = self._run(f"SELECT {_SCAN_COLUMNS} FROM scan ORDER BY id DESC LIMIT ?",
+                         (-1 if limit is None else limit,))  # fmt: skip
+        return [self._scan(row) for row in rows]
+
+    def load(self, scan_id: int) -> StoredScan:
+        rows = self._run(f"SELECT {_SCAN_COLUMNS} FROM scan WHERE id = ?", (scan_id,))
+        if not rows:
+            raise StoreError(f"no scan {scan_id} in '{self.path}'")
+        return self._scan(rows[0])
+
+    def _scan(self, row: tuple[object, ...]) -> StoredScan:
+        (scan_id, args, config, engine, scan_type, ports, key, version, hostnames, started,
+         finished, status, pid, runs, planned, sent, n_open, n_closed, n_filtered) = row  # fmt: skip
+        try:
+            meta = ScanMeta(
+                args=tuple(json.loads(str(args))),
+                scan_type=str(scan_type),
+                engine=str(engine),
+                ports=tuple(_unrun(json.loads(str(ports)))),
+                started=float(str(started)),
+                version=str(version),
+                key=int(str(key)),
+                hostnames={ip_address(a): n for a, n in json.loads(str(hostnames)).items()},
+            )
+            return StoredScan(
+                id=int(str(scan_id)), meta=meta, config=json.loads(str(config)),
+                status=ScanStatus(status),
+                finished=None if finished is None else float(str(finished)),
+                pid=None if pid is None else int(str(pid)), runs=int(str(runs)),
+                probes_planned=int(str(planned)), probes_sent=int(str(sent)),
+                counts=Counter({State.OPEN: int(str(n_open)), State.CLOSED: int(str(n_closed)),
+                                State.FILTERED: int(str(n_filtered))}),
+            )  # fmt: skip
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StoreError(f"scan {scan_id} in '{self.path}' is damaged: {exc}") from exc
+
+    def results(self, scan_id: int) -> list[Result]:
+        """Every stored result of a scan, in (host, port) order."""
+        rows = self._run(f"SELECT {_COLUMNS} FROM result WHERE scan_id = ?", (scan_id,))
+        hosts: dict[object, IPAddress] = {}
+        try:
+            out = [
+                Result(
+                    host=hosts.get(h) or hosts.setdefault(h, ip_address(str(h))),
+                    protocol=Protocol(proto), port=int(str(port)), state=State(state),
+                    reason=Reason(reason), rtt=None if rtt is None else float(str(rtt)),
+                    tries=int(str(tries)), reason_ttl=None if ttl is None else int(str(ttl)),
+                )  # fmt: skip
+                for h, proto, port, state, reason, rtt, tries, ttl in rows
+            ]
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"scan {scan_id} in '{self.path}' is damaged: {exc}") from exc
+        out.sort(key=lambda r: (r.host.version, int(r.host), r.port))
+        return out
+
+    def done_probes(self, scan_id: int) -> frozenset[Probe]:
+        """The probes a scan has answered: what a resume must not send again."""
+        return frozenset(Probe(r.host, r.port) for r in self.results(scan_id))
+
+
+_SCAN_COLUMNS = (
+    "id, args, config, engine, scan_type, ports, key, version, hostnames, started, finished,"
+    " status, pid, runs, probes_planned, probes_sent, n_open, n_closed, n_filtered"
+)
+
+
+def rebuild_report(scan: StoredScan, results: Iterable[Result]) -> Report:
+    """The ``Report`` a scan would have ended with, from its stored row and results."""
+    report = Report(
+        engine=scan.meta.engine,
+        key=scan.meta.key,
+        started=scan.meta.started,
+        finished=scan.finished,
+        probes_planned=scan.probes_planned,
+        probes_sent=scan.probes_sent,
+        interrupted=scan.status is not ScanStatus.DONE,
+    )
+    for result in results:
+        report.add(result)
+    return report
+
+
+class Recorder:
+    """Buffers a running scan's results and commits them every ``interval`` seconds.
+
+    Call ``add`` with each batch, empty ones included (they are the clock tick), and
+    ``close`` at the end; ``clock`` is monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        scan_id: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = COMMIT_SECONDS,
+        max_rows: int = COMMIT_ROWS,
+    ) -> None:
+        self.store = store
+        self.scan_id = scan_id
+        self._clock = clock
+        self._interval = interval
+        self._max_rows = max_rows
+        self._buffer: list[Result] = []
+        self._sent = 0
+        self._committed = clock()
+
+    def add(self, results: Iterable[Result], sent: int = 0) -> None:
+        """Buffer results (and the count of probes ``sent`` for them); commit when due."""
+        self._buffer.extend(results)
+        self._sent += sent
+        due = self._clock() - self._committed >= self._interval
+        if len(self._buffer) >= self._max_rows or (due and (self._buffer or self._sent)):
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer or self._sent:
+            self.store.insert(self.scan_id, self._buffer, self._sent)
+        self._buffer, self._sent = [], 0
+        self._committed = self._clock()
+
+    def close(self, status: ScanStatus, finished: float) -> None:
+        self.flush()
+        self.store.end(self.scan_id, status, finished)
+
+
+def _runs(ports: Iterable[int]) -> list[list[int]]:
+    """Sorted ports as ``[first, last]`` runs: a full range is one pair, not 65535 numbers."""
+    runs: list[list[int]] = []
+    for port in sorted(set(ports)):
+        if runs and runs[-1][1] == port - 1:
+            runs[-1][1] = port
+        else:
+            runs.append([port, port])
+    return runs
+
+
+def _unrun(runs: Iterable[Sequence[int]]) -> Iterator[int]:
+    for first, last in runs:
+        yield from range(first, last + 1)
