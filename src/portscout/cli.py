@@ -1,4 +1,5 @@
-"""The command line: ``portscout TARGETS [options]`` and ``portscout demo``.
+"""The command line: ``portscout TARGETS [options]``, ``portscout demo`` and the history
+commands ``history``, ``show ID``, ``diff A B`` and ``resume ID``.
 
 Exit codes: 0 done, 1 the scan failed at run time, 2 bad usage (one line naming the bad
 value, never a traceback), 130 interrupted by Ctrl-C (results found so far are printed).
@@ -9,29 +10,45 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
 import logging
 import sys
-from collections.abc import Sequence
-from typing import NoReturn, TextIO
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
 from portscout._version import __version__
 from portscout.engines import engine_names
-from portscout.errors import OptionError, PortscoutError, UsageError
+from portscout.errors import OptionError, PortscoutError, StoreError, UsageError
 from portscout.output import Writer
 from portscout.output.csv_rows import CsvWriter
 from portscout.output.grepable import GrepableWriter
 from portscout.output.jsonl import JsonLinesWriter
 from portscout.output.nmap_xml import NmapXmlWriter
+from portscout.output.progress import LiveProgress, Monitor, StatsLines
 from portscout.output.table import TableWriter, summary_line
+from portscout.plan import Probe
 from portscout.ports import service_names
-from portscout.results import State
+from portscout.results import Result, State
 from portscout.scanner import Scan, ScanConfig, drive
+from portscout.store import (
+    Recorder,
+    ScanStatus,
+    Store,
+    StoredScan,
+    default_path,
+    diff_scans,
+    rebuild_report,
+)
 from portscout.targets import read_target_file
+from portscout.timing import TimingPolicy, parse_duration, parse_template
 
 log = logging.getLogger("portscout")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("demo",)
+COMMANDS = ("demo", "history", "show", "diff", "resume")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="portscout",
         description="Scan TCP ports. Targets: addresses, names, CIDR, nmap ranges.",
-        epilog="Commands: 'portscout demo' scans listeners in a private network namespace.",
+        epilog="Commands: 'portscout demo' scans listeners in a private network namespace;"
+        " 'portscout history', 'show ID', 'diff A B', 'resume ID' use the scan history.",
     )
     p.add_argument("targets", nargs="*", metavar="TARGET", help="198.18.0.1, ::1, 198.18.0.0/24")
     p.add_argument("-V", "--version", action="version", version=f"portscout {__version__}")
@@ -69,14 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TCP connect scan (the async engine)")  # fmt: skip
     e.add_argument("-sS", dest="engine", action="store_const", const="syn",
                    help="SYN scan with raw sockets (root or CAP_NET_RAW)")  # fmt: skip
-    e.add_argument("--rate", type=float, metavar="PPS", help="syn engine: packets per second")
     e.add_argument("--workers", type=int, default=50, help="threadpool engine threads (50)")
     e.add_argument("--processes", type=int, help="worker processes (default: one per core)")
     e.add_argument("--max-parallelism", type=int, metavar="N", help="probes in flight at most")
-    e.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
-                   help="connect timeout per attempt (1.0)")  # fmt: skip
-    e.add_argument("--max-retries", type=int, default=1, metavar="N",
-                   help="extra attempts after a timeout (1)")  # fmt: skip
+    add_timing_options(p)
+    add_output_options(p)
+    history = p.add_argument_group("history and progress")
+    h = history.add_mutually_exclusive_group()
+    h.add_argument("--db", metavar="PATH", help=f"history database ({default_path()})")
+    h.add_argument("--no-db", action="store_true", help="do not record this scan")
+    history.add_argument("--stats-every", type=_duration("--stats-every"), metavar="TIME",
+                   help="print a status line to stderr every TIME (e.g. 10s)")  # fmt: skip
+    return p
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """What to print and where: for scans, ``show`` and ``resume`` alike."""
     o = p.add_argument_group("output")
     o.add_argument("--open", dest="only_open", action="store_true", help="only open ports")
     o.add_argument("-v", "--verbose", action="count", default=0, help="show closed/filtered too")
@@ -88,7 +114,45 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("-oA", dest="all_out", metavar="BASE",
                    help="BASE.xml, BASE.gnmap, BASE.jsonl and BASE.csv at once")  # fmt: skip
     o.add_argument("-d", "--debug", action="store_true", help="debug logging to stderr")
-    return p
+
+
+def _duration(option: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        return parse_duration(text, option=option)
+
+    return parse
+
+
+def add_timing_options(p: argparse.ArgumentParser) -> None:
+    """nmap's timing options; -T picks a template, the others override single values."""
+    t = p.add_argument_group("timing (nmap's meanings; times like 500ms, 2s, 1m)")
+    t.add_argument("-T", dest="template", type=parse_template, metavar="0-5",
+                   help="paranoid|sneaky|polite|normal|aggressive|insane (default 3)")  # fmt: skip
+    for flag in ("--initial-rtt-timeout", "--min-rtt-timeout", "--max-rtt-timeout",
+                 "--scan-delay", "--max-scan-delay", "--host-timeout"):  # fmt: skip
+        t.add_argument(flag, type=_duration(flag), metavar="TIME")
+    t.add_argument("--max-retries", type=int, metavar="N", help="retransmissions at most")
+    t.add_argument("--min-rate", type=float, metavar="PPS", help="probes per second at least")
+    t.add_argument("--max-rate", "--rate", dest="max_rate", type=float, metavar="PPS",
+                   help="probes per second at most")  # fmt: skip
+    t.add_argument("--min-parallelism", type=int, metavar="N", help="probes in flight at least")
+    t.add_argument("--timeout", type=_duration("--timeout"), metavar="TIME",
+                   help="seed engines' fixed timeout (1s); caps the adaptive one")  # fmt: skip
+
+
+TIMING_FIELDS = (
+    "initial_rtt_timeout", "min_rtt_timeout", "max_rtt_timeout", "scan_delay",
+    "max_scan_delay", "host_timeout", "max_retries", "min_rate", "max_rate",
+    "min_parallelism", "max_parallelism",
+)  # fmt: skip
+
+
+def timing_from_args(args: argparse.Namespace) -> TimingPolicy:
+    base = TimingPolicy.template(3 if args.template is None else args.template)
+    changes = {
+        name: getattr(args, name) for name in TIMING_FIELDS if getattr(args, name) is not None
+    }
+    return base.override(**changes)
 
 
 def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfig:
@@ -110,11 +174,12 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         top_ports=top,
         excludes=excludes,
         engine=args.engine,
+        timing=timing_from_args(args),
         timeout=args.timeout,
         max_retries=args.max_retries,
         max_in_flight=args.max_parallelism,
         workers=args.workers,
-        rate=args.rate,
+        rate=None,  # --rate is --max-rate, part of the timing policy
         processes=args.processes,
         key=args.seed,
         randomize=not args.ordered,
@@ -158,50 +223,269 @@ def _make_writer(kind: str, stream: TextIO, names: dict[int, str], verbose: int)
     return CsvWriter(stream, service_names=names)
 
 
-def run_scan(config: ScanConfig, args: argparse.Namespace) -> int:
-    """Run one scan with its writers; returns the exit code."""
-    scan = Scan(config)
+def _open_writers(
+    args: argparse.Namespace, files: contextlib.ExitStack, names: dict[int, str]
+) -> tuple[list[Writer], list[TextIO], TextIO]:
+    """The writers asked for, their file streams, and where the human view goes."""
     show = {State.OPEN}
     if args.verbose and not args.only_open:
         show |= {State.CLOSED, State.FILTERED}
+    writers: list[Writer] = []
+    streams: list[TextIO] = []
+    human: TextIO = sys.stdout
+    for kind, path in _file_outputs(args):
+        if path == "-":
+            stream: TextIO = sys.stdout
+            human = sys.stderr
+        else:
+            try:
+                # closed by the caller's ExitStack
+                stream = files.enter_context(open(path, "w", encoding="utf-8", newline=""))  # noqa: SIM115
+            except OSError as exc:
+                raise UsageError(f"cannot write '{path}': {exc.strerror}") from exc
+        writers.append(_make_writer(kind, stream, names, args.verbose))
+        streams.append(stream)
+    if not args.quiet:
+        writers.append(TableWriter(human, show=frozenset(show), service_names=names))
+    return writers, streams, human
+
+
+def _deliver(results: Sequence[Result], writers: list[Writer], only_open: bool) -> None:
+    for result in results:
+        if only_open and result.state is not State.OPEN:
+            continue
+        for writer in writers:
+            writer.add(result)
+
+
+def _monitors(args: argparse.Namespace) -> list[Monitor]:
+    """A live bar when stderr is a terminal (and not -q); status lines with --stats-every."""
+    monitors: list[Monitor] = []
+    if not args.quiet and sys.stderr.isatty():
+        monitors.append(LiveProgress(sys.stderr))
+    if args.stats_every is not None:
+        monitors.append(StatsLines(sys.stderr, args.stats_every))
+    return monitors
+
+
+def _recorder(
+    store: Store | None, scan: Scan, resume: StoredScan | None, prior: Sequence[Result]
+) -> Recorder | None:
+    """Record a new scan, or take up ``resume`` again (its report seeded with ``prior``)."""
+    if resume is not None:
+        for result in prior:
+            scan.report.add(result)
+        scan.report.started = resume.meta.started
+        scan.report.probes_planned = scan.plan.size
+        scan.report.probes_sent = resume.probes_sent
+    if store is None:
+        return None
+    if resume is None:
+        scan_id = store.begin(scan.meta, config_record(scan), scan.plan.size)
+    else:
+        store.reopen(resume.id)
+        scan_id = resume.id
+    return Recorder(store, scan_id)
+
+
+def run_scan(
+    config: ScanConfig,
+    args: argparse.Namespace,
+    *,
+    store: Store | None = None,
+    resume: StoredScan | None = None,
+    prior: Sequence[Result] = (),
+) -> int:
+    """Run one scan (or the rest of ``resume``, which found ``prior``) with its writers,
+    its history record in ``store`` and its progress monitors; returns the exit code."""
+    if store is not None:  # a resume must know which probes closed ports answered
+        config = dataclasses.replace(config, keep_closed=True)
+    scan = Scan(config)
     names = service_names()
     with contextlib.ExitStack() as files:
-        writers: list[Writer] = []
-        streams: list[TextIO] = []
-        human: TextIO = sys.stdout
-        for kind, path in _file_outputs(args):
-            if path == "-":
-                stream: TextIO = sys.stdout
-                human = sys.stderr
-            else:
-                try:
-                    stream = files.enter_context(open(path, "w", encoding="utf-8", newline=""))
-                except OSError as exc:
-                    raise UsageError(f"cannot write '{path}': {exc.strerror}") from exc
-            writers.append(_make_writer(kind, stream, names, args.verbose))
-            streams.append(stream)
-        if not args.quiet:
-            writers.append(TableWriter(human, show=frozenset(show), service_names=names))
+        writers, streams, human = _open_writers(args, files, names)
+        recorder = _recorder(store, scan, resume, prior)
+        meta = scan.meta if resume is None else resume.meta
         for writer in writers:
-            writer.start(scan.meta)
-        code = EXIT_OK
-        try:
-            for batch in drive(scan):
-                for result in batch:
-                    if args.only_open and result.state is not State.OPEN:
-                        continue
-                    for writer in writers:
-                        writer.add(result)
-                for stream in streams:
-                    stream.flush()  # whole lines on disk as the scan goes: tail -f works
-        except KeyboardInterrupt:
-            scan.report.interrupted = True
-            code = EXIT_INTERRUPTED
+            writer.start(meta)
+        _deliver(prior, writers, args.only_open)
+        code, status = _drive_scan(scan, writers, streams, recorder, _monitors(args), args)
         for writer in writers:
             writer.finish(scan.report)
         if args.quiet:
             print(summary_line(scan.report), file=human)
+        if recorder is not None and (status is not ScanStatus.DONE or not args.quiet):
+            again = f"; 'portscout resume {recorder.scan_id}' continues it" if code else ""
+            print(f"portscout: recorded as scan {recorder.scan_id} ({status}){again}",
+                  file=sys.stderr)  # fmt: skip
     return code
+
+
+def _drive_scan(
+    scan: Scan,
+    writers: list[Writer],
+    streams: list[TextIO],
+    recorder: Recorder | None,
+    monitors: list[Monitor],
+    args: argparse.Namespace,
+) -> tuple[int, ScanStatus]:
+    code, status = EXIT_OK, ScanStatus.FAILED
+    report = scan.report
+    for monitor in monitors:
+        monitor.start(scan.plan.size, sum(report.counts.values()), report.counts[State.OPEN])
+    sent = report.probes_sent
+    try:
+        for batch in drive(scan):
+            _deliver(batch, writers, args.only_open)
+            for stream in streams:
+                stream.flush()  # whole lines on disk as the scan goes: tail -f works
+            if recorder is not None:
+                recorder.add(batch, report.probes_sent - sent)
+                sent = report.probes_sent
+            for monitor in monitors:
+                monitor.update(sum(report.counts.values()), batch)
+        status = ScanStatus.DONE
+    except KeyboardInterrupt:
+        report.interrupted = True
+        code, status = EXIT_INTERRUPTED, ScanStatus.INTERRUPTED
+    finally:
+        for monitor in monitors:
+            monitor.finish()
+        if recorder is not None:
+            recorder.add((), report.probes_sent - sent)
+            recorder.close(status, report.finished or time.time())
+    return code, status
+
+
+# -- the scan history -------------------------------------------------------------------
+
+_UNRECORDED = frozenset({"done", "keep_closed"})
+
+
+def config_record(scan: Scan) -> dict[str, object]:
+    """``scan.config`` as JSON-ready values, with the key it drew: rebuilds the same plan."""
+    record: dict[str, object] = {}
+    for f in dataclasses.fields(scan.config):
+        value = getattr(scan.config, f.name)
+        if f.name in _UNRECORDED:
+            continue
+        if isinstance(value, TimingPolicy):
+            value = dataclasses.asdict(value)
+        elif isinstance(value, list | tuple):
+            value = list(value)
+        record[f.name] = value
+    record["key"] = scan.plan.key
+    return record
+
+
+def config_from_record(record: Mapping[str, Any], done: frozenset[Probe]) -> ScanConfig:
+    """The ``ScanConfig`` of a recorded scan, skipping ``done``; StoreError if it cannot be."""
+    unknown = sorted(set(record) - {f.name for f in dataclasses.fields(ScanConfig)})
+    if unknown:
+        raise StoreError(f"the scan has options this portscout does not know: {unknown}")
+    values = dict(record)
+    try:
+        if values.get("timing") is not None:
+            values["timing"] = TimingPolicy(**values["timing"])
+        for name in ("targets", "excludes", "args"):
+            values[name] = tuple(values.get(name, ()))
+        if isinstance(values.get("ports"), list):
+            values["ports"] = tuple(values["ports"])
+        return ScanConfig(**values, done=done, keep_closed=True)
+    except (TypeError, ValueError, PortscoutError) as exc:
+        raise StoreError(f"the scan's recorded options cannot be used: {exc}") from exc
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    return Path(args.db) if args.db else default_path()
+
+
+def _command_parser(command: str) -> argparse.ArgumentParser:
+    p = _Parser(prog=f"portscout {command}")
+    if command in ("show", "resume"):
+        p.add_argument("id", type=int, metavar="ID", help="the scan's id (portscout history)")
+        add_output_options(p)
+    if command == "diff":
+        p.add_argument("a", type=int, metavar="A", help="the earlier scan's id")
+        p.add_argument("b", type=int, metavar="B", help="the later scan's id")
+    if command in ("diff", "history"):
+        p.add_argument("--json", action="store_true", help="JSON instead of text")
+    if command == "history":
+        p.add_argument("-n", "--last", type=int, default=None, metavar="N", help="newest N")
+    if command == "resume":
+        p.add_argument("--stats-every", type=_duration("--stats-every"), metavar="TIME")
+    p.add_argument("--db", metavar="PATH", help=f"history database ({default_path()})")
+    return p
+
+
+def run_command(command: str, argv: Sequence[str]) -> int:
+    """``history``, ``show``, ``diff`` and ``resume``."""
+    args = _command_parser(command).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "debug", False) else logging.WARNING,
+        format="portscout: %(levelname)s: %(message)s",
+    )
+    if command == "resume":
+        with Store.open(_db_path(args)) as store:
+            stored = store.load(args.id)
+            if stored.status is ScanStatus.DONE:
+                raise OptionError(f"scan {args.id} is complete: nothing to resume")
+            if stored.alive:
+                raise StoreError(f"scan {args.id} is still running (pid {stored.pid})")
+            prior = store.results(args.id)
+            done = frozenset(Probe(r.host, r.port) for r in prior)
+            config = config_from_record(stored.config, done)
+            return run_scan(config, args, store=store, resume=stored, prior=prior)
+    with Store.open(_db_path(args), readonly=True) as store:
+        if command == "history":
+            _print_history(store.scans(args.last), as_json=args.json)
+        elif command == "diff":
+            diff = diff_scans(store, args.a, args.b)
+            text = json.dumps(diff.to_dict(), indent=2) + "\n"
+            sys.stdout.write(text if args.json else diff.text(service_names()))
+        else:
+            stored = store.load(args.id)
+            _show(stored, store.results(args.id), args)
+    return EXIT_OK
+
+
+def _show(stored: StoredScan, results: Sequence[Result], args: argparse.Namespace) -> None:
+    """A recorded scan through the writers, as if it had just run."""
+    report = rebuild_report(stored, results)
+    with contextlib.ExitStack() as files:
+        writers, _, human = _open_writers(args, files, service_names())
+        for writer in writers:
+            writer.start(stored.meta)
+        _deliver(results, writers, args.only_open)
+        for writer in writers:
+            writer.finish(report)
+        if args.quiet:
+            print(summary_line(report), file=human)
+
+
+def _print_history(scans: Sequence[StoredScan], *, as_json: bool) -> None:
+    rows = [
+        {
+            "id": s.id,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.meta.started)),
+            "status": s.shown_status,
+            "engine": s.meta.engine,
+            "open": s.counts[State.OPEN],
+            "closed": s.counts[State.CLOSED],
+            "filtered": s.counts[State.FILTERED],
+            "probes": f"{sum(s.counts.values())}/{s.probes_planned}",
+            "command": " ".join(s.meta.args),
+        }
+        for s in scans
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    columns = ("id", "started", "status", "engine", "open", "closed", "filtered", "probes")
+    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns) + "  COMMAND")
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns) + f"  {row['command']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,12 +495,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from portscout.demo import run_demo
 
             return run_demo(argv[1:])
+        if argv and argv[0] in COMMANDS:
+            return run_command(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
         logging.basicConfig(
             level=logging.DEBUG if args.debug else logging.WARNING,
             format="portscout: %(levelname)s: %(message)s",
         )
-        return run_scan(config_from_args(args, argv), args)
+        config = config_from_args(args, argv)
+        if args.no_db:
+            return run_scan(config, args)
+        with Store.open(_db_path(args)) as store:
+            return run_scan(config, args, store=store)
     except UsageError as exc:
         print(f"portscout: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 
 from portscout._version import __version__
@@ -29,10 +29,13 @@ from portscout.plan import Probe, ScanPlan
 from portscout.ports import parse_ports, top_ports
 from portscout.results import IPAddress, Report, Result, ScanMeta
 from portscout.targets import Resolver, parse_targets
+from portscout.timing import TimingPolicy
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_PORTS = 1000
+SEED_TIMEOUT = 1.0  # the threads study's timeout, for the blocking engines
+SEED_RETRIES = 1
 FD_RESERVE = 64  # descriptors kept free for the interpreter, output files, the database
 # Below this many probes a second process costs more (fork, pipe, start-up) than it saves.
 PROCESS_THRESHOLD = 8192
@@ -50,8 +53,12 @@ class ScanConfig:
     top_ports: int | None = None
     excludes: Sequence[str] = ()
     engine: str = "auto"
-    timeout: float = 1.0
-    max_retries: int = 1
+    # Adaptive engines (async, syn) follow ``timing`` (default: nmap's -T3); ``timeout``
+    # caps their probe timeout and is the fixed timeout of the blocking seed engines;
+    # ``max_retries`` caps retransmissions (the seed engines make at most that many).
+    timing: TimingPolicy | None = None
+    timeout: float | None = None
+    max_retries: int | None = None
     max_in_flight: int | None = None  # None: as many as the descriptor budget allows
     workers: int = 50
     rate: float | None = None  # syn engine: packets per second in total
@@ -100,14 +107,45 @@ def _parse_port_request(config: ScanConfig) -> tuple[int, ...]:
     return ports
 
 
+def timing_policy(config: ScanConfig) -> TimingPolicy:
+    """The scan's timing: ``config.timing`` (or -T3) with ``timeout``, ``max_retries`` and
+    ``rate`` applied on top. Raises OptionError for contradictions."""
+    base = config.timing or TimingPolicy()
+    changes: dict[str, float | int | None] = {}
+    if config.timeout is not None:
+        changes["initial_rtt_timeout"] = min(base.initial_rtt_timeout, config.timeout)
+        changes["max_rtt_timeout"] = config.timeout
+        changes["min_rtt_timeout"] = min(base.min_rtt_timeout, config.timeout)
+    if config.max_retries is not None:
+        changes["max_retries"] = config.max_retries
+    if config.rate is not None:
+        changes["max_rate"] = config.rate
+    return base.override(**changes) if changes else base
+
+
+def per_process(policy: TimingPolicy, processes: int) -> TimingPolicy:
+    """Each of ``processes`` workers gets its share of the rates and the parallelism."""
+    if processes == 1:
+        return policy
+    share = max(1, policy.max_parallelism // processes)
+    return replace(
+        policy,
+        max_rate=None if policy.max_rate is None else policy.max_rate / processes,
+        min_rate=None if policy.min_rate is None else policy.min_rate / processes,
+        max_parallelism=share,
+        min_parallelism=min(policy.min_parallelism, share),
+    )
+
+
 class Scan:
     """One scan: its plan, its engine settings and the report it fills while it runs."""
 
     def __init__(self, config: ScanConfig, *, resolver: Resolver = system_resolver) -> None:
-        if config.timeout <= 0:
+        if config.timeout is not None and config.timeout <= 0:
             raise OptionError(f"timeout must be positive, got {config.timeout}")
-        if config.max_retries < 0:
+        if config.max_retries is not None and config.max_retries < 0:
             raise OptionError(f"max retries must be 0 or more, got {config.max_retries}")
+        self.policy = timing_policy(config)
         self.config = config
         self.engine = create_engine(config.engine)
         self.targets = parse_targets(config.targets, excludes=config.excludes, resolver=resolver)
@@ -120,12 +158,14 @@ class Scan:
         wanted = config.max_in_flight or fd_budget
         if wanted < 1:
             raise OptionError(f"max in flight must be positive, got {wanted}")
+        share = per_process(self.policy, self.processes)
         self.options = EngineOptions(
             max_in_flight=max(1, min(wanted, fd_budget)),
-            timeout=config.timeout,
-            max_retries=config.max_retries,
+            timeout=SEED_TIMEOUT if config.timeout is None else config.timeout,
+            max_retries=SEED_RETRIES if config.max_retries is None else config.max_retries,
             workers=config.workers,
-            rate=None if config.rate is None else config.rate / self.processes,
+            rate=share.max_rate,
+            timing=share,
         )
         self.report = Report(
             engine=self.engine.name,
@@ -168,8 +208,7 @@ class Scan:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(full.wait()), BATCH_SECONDS)
                 full.clear()
-                if self._unflushed:
-                    yield self.take_unflushed()
+                yield self.take_unflushed()  # even empty: a tick (progress, history commits)
             task.result()  # re-raise what the engine raised
             if self._unflushed:
                 yield self.take_unflushed()
@@ -194,7 +233,11 @@ class Scan:
         return max(1, min(os.cpu_count() or 1, 8))
 
     async def batches(self) -> AsyncGenerator[list[Result], None]:
-        """Run the scan, yielding results in batches as they arrive; fills ``report``."""
+        """Run the scan, yielding results in batches as they arrive; fills ``report``.
+
+        A batch may be empty: in-process scans yield every 50 ms, found or not, so that a
+        caller can refresh its progress and commit its history on time.
+        """
         report = self.report
         try:
             if self.processes == 1:
@@ -215,8 +258,7 @@ class Scan:
                     for result in results:
                         report.add(result)
                         report.probes_sent += result.tries
-                    if results:
-                        yield results
+                    yield results  # even empty: closed ones were counted
         except (asyncio.CancelledError, KeyboardInterrupt):
             report.interrupted = True
             raise
