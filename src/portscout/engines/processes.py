@@ -24,6 +24,7 @@ from ipaddress import IPv4Address, IPv6Address
 from multiprocessing.context import ForkProcess
 
 from portscout.engines.base import EngineOptions
+from portscout.errors import ScanError
 from portscout.permutation import Shard
 from portscout.plan import Probe, ScanPlan
 from portscout.results import Reason, Result, State
@@ -173,7 +174,7 @@ async def run_sharded(
                 continue
             message = pickle.loads(data)
             if message[0] == "error":
-                raise RuntimeError(f"scan worker failed: {message[1]}")
+                raise ScanError(f"scan worker failed: {message[1]}")
             closed, rows = message
             yield closed, [_decode(row) for row in rows]
     finally:
