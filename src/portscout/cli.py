@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--exclude", metavar="SPECS", help="comma-separated targets to skip")
     t.add_argument("--exclude-file", metavar="FILE", help="skip the targets listed in FILE")
     t.add_argument("-n", action="store_true", help="no reverse DNS (portscout never does it)")
-    t.add_argument("-Pn", action="store_true", help="treat every host as up (the default)")
+    t.add_argument("-Pn", action="store_true", help="no host discovery: treat all as up")
+    t.add_argument("-sn", action="store_true", help="host discovery only, no port scan")
     ports = p.add_argument_group("ports")
     pm = ports.add_mutually_exclusive_group()
     pm.add_argument("-p", dest="ports", metavar="PORTS", help="22,80,8000-8100; '-' for all")
@@ -174,6 +175,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         top_ports=top,
         excludes=excludes,
         engine=args.engine,
+        discovery=not args.Pn,
+        ping_only=args.sn,
         timing=timing_from_args(args),
         timeout=args.timeout,
         max_retries=args.max_retries,
@@ -312,6 +315,11 @@ def run_scan(
         code, status = _drive_scan(scan, writers, streams, recorder, _monitors(args), args)
         for writer in writers:
             writer.finish(scan.report)
+        if args.sn and scan.report.hosts_up is not None:
+            for host, reason in sorted(
+                scan.report.hosts_up.items(), key=lambda i: (i[0].version, int(i[0]))
+            ):
+                print(f"Host {host} is up ({reason})", file=human)
         if args.quiet:
             print(summary_line(scan.report), file=human)
         if recorder is not None and (status is not ScanStatus.DONE or not args.quiet):

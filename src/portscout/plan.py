@@ -41,6 +41,16 @@ class Addressable(Protocol):
     def __getitem__(self, index: int) -> IPAddress: ...
 
 
+class HostList(tuple[IPAddress, ...]):
+    """A materialised target list (the hosts discovery found up), addressable like a set."""
+
+    __slots__ = ()
+
+    @property
+    def size(self) -> int:
+        return len(self)
+
+
 @dataclass(frozen=True, slots=True)
 class ScanPlan:
     targets: Addressable

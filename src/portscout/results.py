@@ -99,6 +99,9 @@ class Report:
     interrupted: bool = False
     results: list[Result] = field(default_factory=list)
     counts: Counter[State] = field(default_factory=Counter)
+    # Host discovery (absent with -Pn): the hosts found up, with why, of how many targets.
+    hosts_up: dict[IPAddress, Reason] | None = None
+    hosts_total: int = 0
 
     def add(self, result: Result) -> None:
         self.counts[result.state] += 1

@@ -23,9 +23,11 @@ from ipaddress import ip_address
 from portscout._version import __version__
 from portscout.engines import create_engine
 from portscout.engines.base import EngineOptions
+from portscout.engines.discovery import discover
 from portscout.engines.processes import run_sharded
+from portscout.engines.rawsock import raw_sockets_allowed
 from portscout.errors import OptionError, TargetError
-from portscout.plan import Probe, ScanPlan
+from portscout.plan import HostList, Probe, ScanPlan
 from portscout.ports import parse_ports, top_ports
 from portscout.results import IPAddress, Report, Result, ScanMeta
 from portscout.targets import Resolver, parse_targets
@@ -67,6 +69,8 @@ class ScanConfig:
     randomize: bool = True
     keep_closed: bool = True  # stream closed results too (the iterator APIs want them)
     args: tuple[str, ...] = field(default_factory=tuple)
+    discovery: bool = True  # ping hosts first, scan only those up (-Pn: False)
+    ping_only: bool = False  # -sn: discovery only, no port scan
     # Probes answered in an earlier run of this same scan (same key): not sent again.
     done: frozenset[Probe] = frozenset()
 
@@ -217,6 +221,19 @@ class Scan:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def _discover(self) -> None:
+        """Ping every target; re-plan the scan over the hosts that answered (same key)."""
+        hosts = [self.targets[i] for i in range(self.targets.size)]
+        options = replace(self.options, timing=self.policy)
+        up = await discover(hosts, options, icmp=raw_sockets_allowed())
+        self.report.hosts_up = up
+        self.report.hosts_total = len(hosts)
+        up_hosts = HostList(h for h in hosts if h in up)
+        self.plan = ScanPlan.create(
+            up_hosts, self.ports, self.plan.key, randomized=self.config.randomize
+        )
+        self.report.probes_planned = self.plan.size - len(self.config.done)
+
     def take_unflushed(self) -> list[Result]:
         """Results counted in the report but not yet handed out (after an interrupt)."""
         batch, self._unflushed = self._unflushed, []
@@ -240,6 +257,10 @@ class Scan:
         """
         report = self.report
         try:
+            if self.config.discovery or self.config.ping_only:
+                await self._discover()
+            if self.config.ping_only:
+                return
             if self.processes == 1:
                 async for batch in self._in_process_batches():
                     yield batch

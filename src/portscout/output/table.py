@@ -78,6 +78,8 @@ def summary_line(report: Report) -> str:
     duration = report.duration or 0.0
     hosts = len({r.host for r in report.results if r.state is State.OPEN})
     status = "interrupted" if report.interrupted else "done"
+    if report.hosts_up is not None:
+        status += f", {len(report.hosts_up)} of {report.hosts_total} host(s) up"
     return (
         f"portscout {status}: {counts[State.OPEN]} open, {counts[State.CLOSED]} closed, "
         f"{counts[State.FILTERED]} filtered on {hosts} host(s) with open ports; "

@@ -1,0 +1,61 @@
+"""Host discovery in the lab: up hosts found by TCP or ICMP ping, down hosts cost no probes."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+
+from portscout import Reason, State
+from portscout.lab import Host, Lab, Link, ListenerMode
+from portscout.scanner import Scan, ScanConfig, drive
+
+pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("isolated")]
+
+UP_OPEN = IPv4Address("198.18.7.10")
+UP_SILENT = IPv4Address("198.18.7.11")  # no listener, every port closed
+DOWN = IPv4Address("198.18.7.12")
+
+
+def lab_hosts() -> list[Host]:
+    return [
+        Host(address=UP_OPEN, open={22: ListenerMode.ACCEPT}),
+        Host(address=UP_SILENT),
+        Host(address=DOWN, up=False),
+    ]
+
+
+@pytest.mark.parametrize("engine", ["async", "syn"])
+def test_down_hosts_get_no_port_probes(engine: str) -> None:
+    with Lab(lab_hosts(), link=Link(rtt=0.010)):
+        scan = Scan(ScanConfig(targets=["198.18.7.10-12"], ports="20-25", engine=engine))
+        results = [r for batch in drive(scan) for r in batch]
+    report = scan.report
+    assert report.hosts_up is not None
+    assert set(report.hosts_up) == {UP_OPEN, UP_SILENT}
+    assert report.hosts_total == 3
+    assert {r.host for r in results} == {UP_OPEN, UP_SILENT}
+    assert [r.port for r in results if r.state is State.OPEN] == [22]
+    assert report.probes_planned == 12
+
+
+def test_ping_only_and_no_ping() -> None:
+    with Lab(lab_hosts(), link=Link(rtt=0.010)):
+        ping_only = Scan(ScanConfig(targets=["198.18.7.10-12"], ping_only=True))
+        assert not [r for batch in drive(ping_only) for r in batch]
+        no_ping = Scan(
+            ScanConfig(
+                targets=["198.18.7.12"], ports="22", discovery=False, engine="async", timeout=0.2
+            )  # fmt: skip
+        )
+        (result,) = [r for batch in drive(no_ping) for r in batch]
+    assert ping_only.report.hosts_up is not None
+    assert set(ping_only.report.hosts_up) == {UP_OPEN, UP_SILENT}
+    assert no_ping.report.hosts_up is None
+    assert (result.state, result.reason) == (State.FILTERED, Reason.NO_RESPONSE)
+
+
+def test_loopback_is_up_without_a_probe() -> None:
+    scan = Scan(ScanConfig(targets=["127.0.0.1"], ports="1", ping_only=True))
+    list(drive(scan))
+    assert scan.report.hosts_up == {IPv4Address("127.0.0.1"): Reason.LOCALHOST_RESPONSE}
