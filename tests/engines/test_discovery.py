@@ -46,7 +46,7 @@ def test_ping_only_and_no_ping() -> None:
         no_ping = Scan(
             ScanConfig(
                 targets=["198.18.7.12"], ports="22", discovery=False, engine="async", timeout=0.2
-            )  # fmt: skip
+            )
         )
         (result,) = [r for batch in drive(no_ping) for r in batch]
     assert ping_only.report.hosts_up is not None
