@@ -19,6 +19,7 @@ host holds the few that wait for their host's window.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import socket
@@ -28,7 +29,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 from portscout.engines.base import BACKPRESSURE, EngineOptions
-from portscout.engines.connect import connected_result, error_result, family, sockaddr
+from portscout.engines.connect import connected_result, error_result, family
 from portscout.plan import Probe
 from portscout.results import IPAddress, Reason, Result, State
 from portscout.timing import HostTiming, ScanTiming
@@ -36,6 +37,9 @@ from portscout.timing import HostTiming, ScanTiming
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_ERROR = socket.SO_ERROR
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+# The C socket type: socket.socket's Python __init__ and close() cost 4 us a probe, and
+# these sockets never leave the engine.
+_new_socket = _socket.socket
 # Probes pulled from the stream but waiting for their host's window, in all hosts.
 MAX_BACKLOG = 4096
 # A bench this long is settled even while its host still has probes in flight.
@@ -51,7 +55,7 @@ Pending = tuple[Probe, int]  # a probe and the tries already made
 @dataclass(slots=True)
 class _Attempt:
     probe: Probe
-    sock: socket.socket
+    sock: _socket.socket
     sent: float
     tries: int
     timer: asyncio.TimerHandle | None = None
@@ -62,6 +66,8 @@ class _Host:
     """What the engine keeps per target host, next to the host's timing."""
 
     timing: HostTiming
+    text: str  # the address as connect() takes it, formatted once
+    family: int
     in_flight: int = 0
     immediate: int = 0  # answers decided inside connect()
     backlog: deque[Pending] = field(default_factory=deque)
@@ -123,6 +129,8 @@ class _Scheduler:
                     break
             if host.backlog:
                 self.waiting.append(address)
+        last_address: IPAddress | None = None
+        last_host: _Host | None = None
         while not exhausted and self.backlog_size < MAX_BACKLOG:
             if len(self.in_flight) >= self.limit:
                 break
@@ -130,9 +138,15 @@ class _Scheduler:
             if fresh is None:
                 return True
             address = fresh.host
-            known = self.hosts.get(address)
+            if address is last_address:  # one host's ports in a row: skip hashing it
+                known = last_host
+            else:
+                known = self.hosts.get(address)
             if known is None:
-                known = self.hosts[address] = _Host(self.timing.host(address, time.monotonic()))
+                known = self.hosts[address] = _Host(
+                    self.timing.host(address, time.monotonic()), str(address), family(address)
+                )
+            last_address, last_host = address, known
             if known.backlog or not self._may_send(address, known):
                 self._defer(address, known, (fresh, 0))
             else:
@@ -170,7 +184,7 @@ class _Scheduler:
     def _send(self, probe: Probe, tries: int, host: _Host) -> bool:
         """Start one attempt; False when out of descriptors (the probe is backlogged)."""
         try:
-            sock = socket.socket(family(probe.host), _STREAM_NONBLOCK)
+            sock = _new_socket(host.family, _STREAM_NONBLOCK)
         except OSError as exc:
             if exc.errno not in BACKPRESSURE:
                 raise
@@ -181,7 +195,7 @@ class _Scheduler:
         if self.paced:
             self.timing.on_send(probe.host, now)
         tries += 1
-        code = sock.connect_ex(sockaddr(probe.host, probe.port))
+        code = sock.connect_ex((host.text, probe.port))
         if code == errno.EINPROGRESS:
             code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
             if code == 0:
@@ -190,7 +204,7 @@ class _Scheduler:
                 except OSError:  # ENOTCONN: the handshake is under way
                     self._watch(_Attempt(probe, sock, now, tries), host)
                     return True
-        with sock:
+        try:
             if code in BACKPRESSURE:
                 self._shrink()
                 self._defer(probe.host, host, (probe, tries - 1), first=True)
@@ -206,6 +220,8 @@ class _Scheduler:
                 self.done.append(connected_result(sock, probe, rtt, tries))
             else:
                 self.done.append(error_result(code, probe, rtt, tries))
+        finally:
+            sock.close()
         return True
 
     def _shrink(self) -> None:
@@ -251,7 +267,7 @@ class _Scheduler:
         attempt, host = self._finish(fd)
         probe, sock = attempt.probe, attempt.sock
         rtt = time.monotonic() - attempt.sent
-        with sock:
+        try:
             code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
             if code in BACKPRESSURE:
                 self._defer(probe.host, host, (probe, attempt.tries - 1), first=True)
@@ -261,6 +277,8 @@ class _Scheduler:
                 self.done.append(connected_result(sock, probe, rtt, attempt.tries))
             else:
                 self.done.append(error_result(code, probe, rtt, attempt.tries))
+        finally:
+            sock.close()
         self._settle_if_quiet(probe.host, host)
 
     def _on_timeout(self, fd: int) -> None:

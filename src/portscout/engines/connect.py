@@ -13,6 +13,7 @@ Two traps live here so that no engine repeats them:
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
 import socket
@@ -36,7 +37,7 @@ def family(host: IPAddress) -> socket.AddressFamily:
     return socket.AF_INET if host.version == 4 else socket.AF_INET6
 
 
-def connected_result(sock: socket.socket, probe: Probe, rtt: float, tries: int) -> Result:
+def connected_result(sock: _socket.socket, probe: Probe, rtt: float, tries: int) -> Result:
     """Classify a socket whose connect() succeeded: open, or closed if it met itself."""
     try:
         local = sock.getsockname()
