@@ -9,6 +9,7 @@ a skip fails the run, so CI is never green by skipping.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Generator
 
 import pytest
@@ -20,6 +21,8 @@ _NETNS_PROBLEM: str | None = None
 
 def pytest_configure(config: pytest.Config) -> None:
     global _NETNS_PROBLEM
+    # Scans record history under XDG_DATA_HOME: never in the real home during tests.
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="portscout-tests-")
     if os.geteuid() != 0:
         _NETNS_PROBLEM = "needs root to create a private network namespace"
         return
