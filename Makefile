@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_STAMP := $(VENV)/.apt-installed
-DEB_PACKAGES := nmap masscan nftables xsltproc iproute2 util-linux gcc libpcap-dev
+DEB_PACKAGES := nmap ndiff masscan nftables xsltproc iproute2 util-linux gcc libpcap-dev
 
 .PHONY: run test lint typecheck unit bench clean
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # Debian packages the tests compare against or need (nmap, nftables, ...). Needs root.
 $(APT_STAMP): | $(BIN)/python
 	@if command -v nmap >/dev/null && command -v nft >/dev/null && command -v xsltproc >/dev/null \
-	    && command -v masscan >/dev/null; then :; \
+	    && command -v masscan >/dev/null && command -v ndiff >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES); \
 	else echo "note: not root, skipping apt-get install of $(DEB_PACKAGES)"; fi
