@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 IPAddress = IPv4Address | IPv6Address
 

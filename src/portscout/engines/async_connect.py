@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from portscout.engines.base import BACKPRESSURE, EngineOptions
 from portscout.engines.connect import connected_result, error_result, family
 from portscout.plan import Probe
-from portscout.results import IPAddress, Reason, Result, State
+from portscout.results import IPAddress, Protocol, Reason, Result, State
 from portscout.timing import HostTiming, ScanTiming
 
 _SOL_SOCKET = socket.SOL_SOCKET
@@ -129,6 +129,7 @@ class _Scheduler:
                     break
             if host.backlog:
                 self.waiting.append(address)
+        unpaced = not self.paced
         last_address: IPAddress | None = None
         last_host: _Host | None = None
         while not exhausted and self.backlog_size < MAX_BACKLOG:
@@ -138,16 +139,18 @@ class _Scheduler:
             if fresh is None:
                 return True
             address = fresh.host
-            if address is last_address:  # one host's ports in a row: skip hashing it
-                known = last_host
-            else:
-                known = self.hosts.get(address)
+            # One host's ports in a row: skip hashing the address again.
+            known = last_host if address is last_address else self.hosts.get(address)
             if known is None:
                 known = self.hosts[address] = _Host(
                     self.timing.host(address, time.monotonic()), str(address), family(address)
                 )
             last_address, last_host = address, known
-            if known.backlog or not self._may_send(address, known):
+            if known.backlog or not (
+                # loopback's path inlined: nothing in flight, nothing paced or boosted
+                (unpaced and not self.in_flight and not known.timing.boosted_delay)
+                or self._may_send(address, known)
+            ):
                 self._defer(address, known, (fresh, 0))
             else:
                 self._send(fresh, 0, known)
@@ -219,7 +222,19 @@ class _Scheduler:
             if code == 0:
                 self.done.append(connected_result(sock, probe, rtt, tries))
             else:
-                self.done.append(error_result(code, probe, rtt, tries))
+                self.done.append(
+                    Result(
+                        probe.host,
+                        probe.port,
+                        State.CLOSED,
+                        Reason.CONN_REFUSED,
+                        Protocol.TCP,
+                        rtt,
+                        tries,
+                    )
+                    if code == errno.ECONNREFUSED
+                    else error_result(code, probe, rtt, tries)
+                )
         finally:
             sock.close()
         return True
