@@ -278,9 +278,7 @@ def _recorder(
     if resume is not None:
         for result in prior:
             scan.report.add(result)
-        scan.report.started = resume.meta.started
-        scan.report.probes_planned = scan.plan.size
-        scan.report.probes_sent = resume.probes_sent
+        scan.report.started = resume.meta.started  # probes: this run's, as planned
     if store is None:
         return None
     if resume is None:
@@ -434,6 +432,8 @@ def run_command(command: str, argv: Sequence[str]) -> int:
         format="portscout: %(levelname)s: %(message)s",
     )
     if command == "resume":
+        # run_scan reads scan options too: take their defaults from the scan parser.
+        args = argparse.Namespace(**{**vars(build_parser().parse_args([])), **vars(args)})
         with Store.open(_db_path(args)) as store:
             stored = store.load(args.id)
             if stored.status is ScanStatus.DONE:

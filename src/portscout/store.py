@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 from portscout.errors import StoreError
 from portscout.plan import Probe
@@ -80,6 +81,15 @@ CREATE TABLE result (
     reason_ttl INTEGER,
     PRIMARY KEY (scan_id, host, protocol, port)
 ) WITHOUT ROWID;
+CREATE TABLE closed (              -- closed ports, the bulk of a scan, kept compactly:
+    scan_id INTEGER NOT NULL REFERENCES scan (id) ON DELETE CASCADE,
+    host TEXT NOT NULL,            -- one row per host and reason in each commit
+    protocol TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ports TEXT NOT NULL,           -- JSON array of [first, last] runs
+    n INTEGER NOT NULL
+);
+CREATE INDEX closed_scan ON closed (scan_id);
 """
 _COLUMNS = "host, protocol, port, state, reason, rtt, tries, reason_ttl"
 _COUNTS = {State.OPEN: "n_open", State.CLOSED: "n_closed", State.FILTERED: "n_filtered"}
@@ -189,11 +199,10 @@ class Store:
             if readonly:
                 raise StoreError(f"'{path}' is an empty database, not a portscout history")
             db.execute("PRAGMA journal_mode=WAL")
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.executescript(  # one transaction: the id is set only with the whole schema
+                f"BEGIN IMMEDIATE; {_SCHEMA}; PRAGMA application_id={APPLICATION_ID};"
+                f" PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            )
         elif app_id != APPLICATION_ID:
             raise StoreError(f"'{path}' is a database of another application, not portscout's")
         elif version > SCHEMA_VERSION:
@@ -212,7 +221,7 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def _run(self, sql: str, params: Sequence[object] | Mapping[str, object] = ()) -> list[Any]:
         with _translated(self.path):
             return self._db.execute(sql, params).fetchall()
 
@@ -245,17 +254,33 @@ class Store:
             )
 
     def insert(self, scan_id: int, results: Sequence[Result], sent: int = 0) -> None:
-        """Add results (and ``sent`` probes) in one transaction, counters included."""
+        """Add results (and ``sent`` probes) in one transaction, counters included.
+
+        Closed ports are stored as runs per host and reason (``closed`` table), without
+        RTT, tries and TTL: a row each cost a full scan 0.3 s and 3.5 MB. The caller offers
+        each result once (``Recorder.flush``).
+        """
         counts = Counter(r.state for r in results)
-        rows = [
-            (scan_id, str(r.host), r.protocol.value, r.port, r.state.value, r.reason.value,
-             r.rtt, r.tries, r.reason_ttl)
-            for r in results
-        ]  # fmt: skip
+        rows = []
+        closed: dict[tuple[str, str, str], set[int]] = {}
+        for r in results:
+            if r.state is State.CLOSED:
+                closed.setdefault((str(r.host), r.protocol.value, r.reason.value), set()).add(
+                    r.port
+                )
+            else:
+                rows.append((scan_id, str(r.host), r.protocol.value, r.port, r.state.value,
+                             r.reason.value, r.rtt, r.tries, r.reason_ttl))  # fmt: skip
         with _translated(self.path), self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(f"INSERT INTO result (scan_id, {_COLUMNS}) VALUES"
+            self._db.executemany(f"INSERT OR IGNORE INTO result (scan_id, {_COLUMNS}) VALUES"
                                  " (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # fmt: skip
+            self._db.executemany(
+                "INSERT INTO closed (scan_id, host, protocol, reason, ports, n)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(scan_id, *key, json.dumps(_runs(ports), separators=(",", ":")), len(ports))
+                 for key, ports in closed.items()],
+            )  # fmt: skip
             self._db.execute(
                 "UPDATE scan SET n_open = n_open + ?, n_closed = n_closed + ?,"
                 " n_filtered = n_filtered + ?, probes_sent = probes_sent + ? WHERE id = ?",
@@ -263,10 +288,17 @@ class Store:
             )
 
     def end(self, scan_id: int, status: ScanStatus, finished: float) -> None:
+        """Close the record: its status, and counters recounted from what is stored."""
         with _translated(self.path), self._db:
+            self._db.execute("BEGIN")
             self._db.execute(
-                "UPDATE scan SET status = ?, finished = ?, pid = NULL WHERE id = ?",
-                (status.value, finished, scan_id),
+                "UPDATE scan SET status = :status, finished = :finished, pid = NULL,"
+                " n_open = (SELECT count(*) FROM result WHERE scan_id = :id AND state = 'open'),"
+                " n_filtered = (SELECT count(*) FROM result"
+                "               WHERE scan_id = :id AND state = 'filtered'),"
+                " n_closed = (SELECT coalesce(sum(n), 0) FROM closed WHERE scan_id = :id)"
+                " WHERE id = :id",
+                {"id": scan_id, "status": status.value, "finished": finished},
             )
 
     # -- reading -------------------------------------------------------------------------
@@ -283,28 +315,20 @@ class Store:
             raise StoreError(f"no scan {scan_id} in '{self.path}'")
         return self._scan(rows[0])
 
-    def _scan(self, row: tuple[object, ...]) -> StoredScan:
+    def _scan(self, row: Any) -> StoredScan:
         (scan_id, args, config, engine, scan_type, ports, key, version, hostnames, started,
-         finished, status, pid, runs, planned, sent, n_open, n_closed, n_filtered) = row  # fmt: skip
+         finished, status, pid, runs, planned, sent, *counts) = row  # fmt: skip
         try:
             meta = ScanMeta(
-                args=tuple(json.loads(str(args))),
-                scan_type=str(scan_type),
-                engine=str(engine),
-                ports=tuple(_unrun(json.loads(str(ports)))),
-                started=float(str(started)),
-                version=str(version),
-                key=int(str(key)),
-                hostnames={ip_address(a): n for a, n in json.loads(str(hostnames)).items()},
-            )
+                args=tuple(json.loads(args)), scan_type=scan_type, engine=engine,
+                ports=tuple(_unrun(json.loads(ports))), started=started, version=version,
+                key=int(key),
+                hostnames={ip_address(a): n for a, n in json.loads(hostnames).items()},
+            )  # fmt: skip
             return StoredScan(
-                id=int(str(scan_id)), meta=meta, config=json.loads(str(config)),
-                status=ScanStatus(status),
-                finished=None if finished is None else float(str(finished)),
-                pid=None if pid is None else int(str(pid)), runs=int(str(runs)),
-                probes_planned=int(str(planned)), probes_sent=int(str(sent)),
-                counts=Counter({State.OPEN: int(str(n_open)), State.CLOSED: int(str(n_closed)),
-                                State.FILTERED: int(str(n_filtered))}),
+                id=scan_id, meta=meta, config=json.loads(config), status=ScanStatus(status),
+                finished=finished, pid=pid, runs=runs, probes_planned=planned,
+                probes_sent=sent, counts=Counter(dict(zip(_COUNTS, counts, strict=True))),
             )  # fmt: skip
         except (ValueError, TypeError, AttributeError) as exc:
             raise StoreError(f"scan {scan_id} in '{self.path}' is damaged: {exc}") from exc
@@ -312,17 +336,24 @@ class Store:
     def results(self, scan_id: int) -> list[Result]:
         """Every stored result of a scan, in (host, port) order."""
         rows = self._run(f"SELECT {_COLUMNS} FROM result WHERE scan_id = ?", (scan_id,))
-        hosts: dict[object, IPAddress] = {}
+        hosts: dict[str, IPAddress] = {}
+        out = []
         try:
-            out = [
-                Result(
-                    host=hosts.get(h) or hosts.setdefault(h, ip_address(str(h))),
-                    protocol=Protocol(proto), port=int(str(port)), state=State(state),
-                    reason=Reason(reason), rtt=None if rtt is None else float(str(rtt)),
-                    tries=int(str(tries)), reason_ttl=None if ttl is None else int(str(ttl)),
-                )  # fmt: skip
-                for h, proto, port, state, reason, rtt, tries, ttl in rows
-            ]
+            for host, protocol, port, state, reason, rtt, tries, ttl in rows:
+                if host not in hosts:
+                    hosts[host] = ip_address(host)
+                out.append(Result(host=hosts[host], protocol=Protocol(protocol), port=port,
+                                  state=State(state), reason=Reason(reason), rtt=rtt,
+                                  tries=tries, reason_ttl=ttl))  # fmt: skip
+            runs = self._run(
+                "SELECT host, protocol, reason, ports FROM closed WHERE scan_id = ?", (scan_id,)
+            )
+            for host, protocol, reason, ports in runs:
+                if host not in hosts:
+                    hosts[host] = ip_address(host)
+                address, proto, why = hosts[host], Protocol(protocol), Reason(reason)
+                out.extend(Result(host=address, protocol=proto, port=port, state=State.CLOSED,
+                                  reason=why) for port in _unrun(json.loads(ports)))  # fmt: skip
         except (ValueError, TypeError) as exc:
             raise StoreError(f"scan {scan_id} in '{self.path}' is damaged: {exc}") from exc
         out.sort(key=lambda r: (r.host.version, int(r.host), r.port))
@@ -389,9 +420,11 @@ class Recorder:
             self.flush()
 
     def flush(self) -> None:
-        if self._buffer or self._sent:
-            self.store.insert(self.scan_id, self._buffer, self._sent)
-        self._buffer, self._sent = [], 0
+        """Commit what is buffered. Taken out first: if Ctrl-C cuts the transaction, its
+        results are not stored, so a resume scans those probes again (never twice stored)."""
+        batch, sent, self._buffer, self._sent = self._buffer, self._sent, [], 0
+        if batch or sent:
+            self.store.insert(self.scan_id, batch, sent)
         self._committed = self._clock()
 
     def close(self, status: ScanStatus, finished: float) -> None:
@@ -413,3 +446,122 @@ def _runs(ports: Iterable[int]) -> list[list[int]]:
 def _unrun(runs: Iterable[Sequence[int]]) -> Iterator[int]:
     for first, last in runs:
         yield from range(first, last + 1)
+
+
+# -- comparing two scans (nmap's ndiff) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PortChange:
+    """A port whose state differs; ``None`` on a side that has no result for it."""
+
+    port: int
+    protocol: Protocol
+    before: State | None
+    after: State | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostChange:
+    """A host that changed: its status (``up``/``down``, ``None`` when not scanned), ports."""
+
+    host: IPAddress
+    before: str | None
+    after: str | None
+    ports: tuple[PortChange, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanDiff:
+    a: StoredScan
+    b: StoredScan
+    hosts: tuple[HostChange, ...]
+
+    def summary(self) -> dict[str, int]:
+        """How many hosts came up / went down, ports became open / closed / filtered / gone."""
+        ports = [p for h in self.hosts for p in h.ports]
+        return {
+            "hosts_up": sum(h.before != "up" and h.after == "up" for h in self.hosts),
+            "hosts_down": sum(h.before == "up" and h.after != "up" for h in self.hosts),
+            "opened": sum(p.after is State.OPEN for p in ports),
+            "closed": sum(p.after is State.CLOSED for p in ports),
+            "filtered": sum(p.after is State.FILTERED for p in ports),
+            "gone": sum(p.after is None for p in ports),
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form (``portscout diff --json``); states ``null`` where not scanned."""
+        side = {"a": self.a, "b": self.b}
+        return {
+            **{
+                name: {"id": s.id, "started": s.meta.started, "args": list(s.meta.args)}
+                for name, s in side.items()
+            },
+            "summary": self.summary(),
+            "hosts": [
+                {
+                    "host": str(h.host),
+                    "a": h.before,
+                    "b": h.after,
+                    "ports": [
+                        {"port": p.port, "protocol": p.protocol.value, "a": p.before, "b": p.after}
+                        for p in h.ports
+                    ],
+                }
+                for h in self.hosts
+            ],
+        }
+
+    def text(self, service_names: Mapping[int, str]) -> str:
+        """ndiff's text form: ``-`` lines of scan A, ``+`` lines of scan B, per host."""
+        lines = [
+            f"{sign}portscout {s.meta.version} scan {s.id} initiated"
+            f" {time.ctime(s.meta.started)} as: {' '.join(s.meta.args)}"
+            for sign, s in (("-", self.a), ("+", self.b))
+        ]
+        names = {**self.a.meta.hostnames, **self.b.meta.hostnames}
+        for h in self.hosts:
+            title = f"{names[h.host]} ({h.host})" if h.host in names else str(h.host)
+            lines += ["", f" {title}:"]
+            if h.before != h.after:
+                lines += [f"{sign}Host is {st}." for sign, st in _sides(h.before, h.after)]
+            if h.ports:
+                lines.append(" PORT        STATE     SERVICE")
+            for p in h.ports:
+                name = service_names.get(p.port, "")
+                port = f"{p.port}/{p.protocol}"
+                lines += [f"{sign}{port:<11} {st:<9} {name}".rstrip()
+                          for sign, st in _sides(p.before, p.after)]  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+
+def _sides(before: str | None, after: str | None) -> list[tuple[str, str]]:
+    return [(sign, st) for sign, st in (("-", before), ("+", after)) if st is not None]
+
+
+def _host_status(states: Iterable[State]) -> str:
+    """nmap_xml's rule: up when any port answered (open or closed), else down."""
+    return "up" if any(s is not State.FILTERED for s in states) else "down"
+
+
+def diff_scans(store: Store, a_id: int, b_id: int) -> ScanDiff:
+    """What changed from scan ``a_id`` to scan ``b_id``: hosts and ports, by state."""
+    scans = [store.load(a_id), store.load(b_id)]
+    maps: list[dict[IPAddress, dict[tuple[int, Protocol], State]]] = [{}, {}]
+    for scan, by_host in zip(scans, maps, strict=True):
+        for r in store.results(scan.id):
+            by_host.setdefault(r.host, {})[(r.port, r.protocol)] = r.state
+    a, b = maps
+    changes = []
+    for host in sorted(a.keys() | b.keys(), key=lambda h: (h.version, int(h))):
+        pa, pb = a.get(host, {}), b.get(host, {})
+        ports = tuple(
+            PortChange(port, proto, pa.get((port, proto)), pb.get((port, proto)))
+            for port, proto in sorted(pa.keys() | pb.keys())
+            if pa.get((port, proto)) is not pb.get((port, proto))
+        )
+        before = _host_status(pa.values()) if host in a else None
+        after = _host_status(pb.values()) if host in b else None
+        if ports or before != after:
+            changes.append(HostChange(host, before, after, ports))
+    return ScanDiff(scans[0], scans[1], tuple(changes))

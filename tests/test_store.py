@@ -1,0 +1,296 @@
+"""The history database without scanning: round trips, refusal of foreign or broken files,
+commits on a fake clock, diffs, the progress monitors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+
+import pytest
+
+from portscout.cli import config_from_record, config_record, main
+from portscout.errors import StoreError
+from portscout.output.progress import LiveProgress, StatsLines, clock_text
+from portscout.plan import Probe
+from portscout.results import Reason, Result, ScanMeta, State
+from portscout.scanner import Scan, ScanConfig
+from portscout.store import (
+    APPLICATION_ID,
+    Recorder,
+    ScanStatus,
+    Store,
+    default_path,
+    diff_scans,
+    rebuild_report,
+)
+from portscout.timing import TimingPolicy
+
+LOCAL = IPv4Address("127.0.0.1")
+
+
+def _meta(ports: tuple[int, ...] = (22, 80, 443, 8080), started: float = 1.7e9) -> ScanMeta:
+    return ScanMeta(
+        args=("portscout", "127.0.0.1", "-p", "22,80,443,8080"),
+        scan_type="connect",
+        engine="async",
+        ports=ports,
+        started=started,
+        version="0.1.0",
+        key=2**100 + 7,  # above SQLite's 64-bit integers: stored as text
+        hostnames={LOCAL: "localhost"},
+    )
+
+
+def _result(port: int, state: State, host: str = "127.0.0.1") -> Result:
+    reason = {State.OPEN: Reason.SYN_ACK, State.CLOSED: Reason.CONN_REFUSED}.get(
+        state, Reason.NO_RESPONSE
+    )
+    rtt = None if state is State.FILTERED else 0.00025
+    return Result(host=ip_address(host), port=port, state=state, reason=reason, rtt=rtt)
+
+
+def _record(store: Store, results: list[Result], status: ScanStatus = ScanStatus.DONE) -> int:
+    scan_id = store.begin(_meta(), {"targets": ["127.0.0.1"]}, planned=len(results))
+    store.insert(scan_id, results, sent=len(results))
+    store.end(scan_id, status, 1.7e9 + 2)
+    return scan_id
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    results = [
+        _result(22, State.OPEN),
+        _result(80, State.CLOSED),
+        _result(443, State.FILTERED),
+        _result(8080, State.OPEN, "::1"),
+        _result(8080, State.CLOSED),
+    ]
+    with Store.open(tmp_path / "h.db") as store:
+        scan_id = _record(store, results)
+        stored = store.load(scan_id)
+        back = store.results(scan_id)
+    assert stored.meta == _meta()
+    assert stored.status is ScanStatus.DONE
+    assert stored.counts == {State.OPEN: 2, State.CLOSED: 2, State.FILTERED: 1}
+    # Closed ports are kept compactly: state and reason, no RTT.
+    expect = sorted(
+        (r if r.state is not State.CLOSED else Result(host=r.host, port=r.port,
+         state=r.state, reason=r.reason) for r in results),
+        key=lambda r: (r.host.version, int(r.host), r.port),
+    )  # fmt: skip
+    assert back == expect
+    report = rebuild_report(stored, back)
+    assert report.open_ports() == [22, 8080]
+    assert report.counts[State.CLOSED] == 2
+    assert not report.interrupted
+    assert report.key == 2**100 + 7
+
+
+def test_done_probes_cover_every_state(tmp_path: Path) -> None:
+    results = [_result(p, s) for p, s in ((1, State.OPEN), (2, State.CLOSED), (3, State.FILTERED))]
+    with Store.open(tmp_path / "h.db") as store:
+        scan_id = _record(store, results, ScanStatus.INTERRUPTED)
+        assert store.done_probes(scan_id) == {Probe(LOCAL, p) for p in (1, 2, 3)}
+        assert store.load(scan_id).shown_status == "interrupted"
+
+
+def test_header_marks_the_file_as_ours(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    Store.open(path).close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def _foreign_sqlite(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE notes (text)")
+    db.execute("INSERT INTO notes VALUES ('keep me')")
+    db.commit()
+    db.close()
+
+
+def _truncated(path: Path) -> None:
+    with Store.open(path) as store:
+        _record(store, [_result(p, State.CLOSED) for p in range(1, 3000)])
+        _record(store, [_result(p, State.OPEN) for p in range(1, 3000)])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] + b"\xff" * 300)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("hello, not a database\n" * 50), "not a portscout history"),
+        (_foreign_sqlite, "another application"),
+        (lambda p: p.write_bytes(b"SQLite format 3\x00" + b"\x00" * 84), "not a portscout"),
+    ],
+)
+def test_foreign_files_refused_untouched(
+    tmp_path: Path, make: object, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "other.db"
+    make(path)  # type: ignore[operator]
+    before, listing = _digest(path), sorted(tmp_path.iterdir())
+    with pytest.raises(StoreError, match=message):
+        Store.open(path)
+    for argv in (["history", "--db", str(path)], ["127.0.0.1", "-p", "1", "--db", str(path)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "Traceback" not in err
+        assert str(path) in err
+    assert _digest(path) == before
+    assert sorted(tmp_path.iterdir()) == listing  # no -wal/-shm left behind
+
+
+def test_corrupt_database_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "h.db"
+    _truncated(path)
+    before = _digest(path)
+    for argv in (["history"], ["show", "2"], ["diff", "1", "2"], ["resume", "2"]):
+        code = main([*argv, "--db", str(path)])
+        err = capsys.readouterr().err
+        assert code == 1, (argv, err)
+        assert err.count("\n") == 1
+        assert "Traceback" not in err
+    assert _digest(path) == before
+
+
+def test_newer_schema_and_missing_files(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    Store.open(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store.open(path)
+    with pytest.raises(StoreError, match="no history database"):
+        Store.open(tmp_path / "absent.db", readonly=True)
+    assert not (tmp_path / "absent.db").exists()
+    with pytest.raises(StoreError, match="directory"):
+        Store.open(tmp_path)
+    with Store.open(tmp_path / "fresh.db") as store, pytest.raises(StoreError, match="no scan 4"):
+        store.load(4)
+
+
+def test_default_path_follows_xdg() -> None:
+    assert default_path({"XDG_DATA_HOME": "/x"}) == Path("/x/portscout/history.sqlite3")
+    assert default_path({"HOME": "/home/u"}) == Path(
+        "/home/u/.local/share/portscout/history.sqlite3"
+    )
+
+
+def test_recorder_commits_once_a_second(tmp_path: Path) -> None:
+    now = [0.0]
+    path = tmp_path / "h.db"
+    with Store.open(path) as store:
+        scan_id = store.begin(_meta(), {}, planned=10)
+        recorder = Recorder(store, scan_id, clock=lambda: now[0], interval=1.0)
+        reader = Store.open(path, readonly=True)
+
+        def stored() -> int:
+            return len(reader.results(scan_id))
+
+        recorder.add([_result(1, State.CLOSED)], sent=1)
+        now[0] = 0.5
+        recorder.add([_result(2, State.OPEN)], sent=1)
+        assert stored() == 0
+        now[0] = 1.0
+        recorder.add([])  # an empty batch is the clock tick
+        assert stored() == 2
+        recorder.add([_result(3, State.FILTERED)], sent=2)
+        recorder.close(ScanStatus.INTERRUPTED, 5.0)
+        assert stored() == 3
+        scan = reader.load(scan_id)
+        assert (scan.status, scan.probes_sent, scan.finished) == (ScanStatus.INTERRUPTED, 4, 5.0)
+        reader.close()
+
+
+def test_diff_text_and_json(tmp_path: Path) -> None:
+    a = [_result(22, State.OPEN), _result(80, State.CLOSED), _result(443, State.OPEN)]
+    a += [_result(22, State.OPEN, "127.0.0.2")]
+    b = [_result(22, State.OPEN), _result(80, State.OPEN), _result(443, State.FILTERED)]
+    b += [_result(22, State.FILTERED, "127.0.0.2"), _result(22, State.CLOSED, "127.0.0.3")]
+    with Store.open(tmp_path / "h.db") as store:
+        diff = diff_scans(store, _record(store, a), _record(store, b))
+    data = diff.to_dict()
+    assert data["summary"] == {
+        "hosts_up": 1, "hosts_down": 1, "opened": 1, "closed": 1, "filtered": 2, "gone": 0,
+    }  # fmt: skip
+    json.dumps(data)
+    text = diff.text({80: "http", 443: "https"})
+    assert text.splitlines()[0].startswith("-portscout 0.1.0 scan 1 initiated")
+    assert text.splitlines()[1].startswith("+portscout 0.1.0 scan 2 initiated")
+    host = text.split(" localhost (127.0.0.1):\n")[1].split("\n\n")[0]
+    assert host.splitlines() == [
+        " PORT        STATE     SERVICE",
+        "-80/tcp      closed    http",
+        "+80/tcp      open      http",
+        "-443/tcp     open      https",
+        "+443/tcp     filtered  https",
+    ]
+    assert " 127.0.0.2:\n-Host is up.\n+Host is down.\n" in text
+    assert " 127.0.0.3:\n+Host is up.\n" in text
+
+
+def test_config_record_rebuilds_the_config() -> None:
+    config = ScanConfig(
+        targets=["127.0.0.1", "::1"], ports=[22, 80], excludes=["127.0.0.2"],
+        engine="async", timing=TimingPolicy.template(4), timeout=0.5, max_retries=2,
+        max_in_flight=10, workers=5, rate=100.0, processes=1, key=12345, randomize=False,
+        args=("portscout", "x"),
+    )  # fmt: skip
+    record = json.loads(json.dumps(config_record(Scan(config))))
+    done = frozenset({Probe(LOCAL, 22)})
+    back = config_from_record(record, done)
+    assert back.done == done
+    for name in ScanConfig.__dataclass_fields__:
+        if name not in ("done", "keep_closed"):
+            mine, theirs = getattr(config, name), getattr(back, name)
+            assert (tuple(mine) if isinstance(mine, list) else mine) == theirs, name
+    with pytest.raises(StoreError, match="does not know"):
+        config_from_record({**record, "warp": 9}, done)
+
+
+def test_stats_lines_on_a_fake_clock() -> None:
+    now = [100.0]
+    out = io.StringIO()
+    stats = StatsLines(out, 10.0, clock=lambda: now[0])
+    stats.start(65535, done=0)
+    now[0] = 105.0
+    stats.update(6000, [_result(22, State.OPEN)])
+    assert out.getvalue() == ""
+    now[0] = 110.0
+    stats.update(12345, [])
+    stats.finish()
+    first = out.getvalue().splitlines()[0]
+    assert first == (
+        "Stats: 0:00:10 elapsed; 12345/65535 probes (18.8%), 1234 probes/s, ETA 0:00:43; 1 open"
+    )
+    assert clock_text(3725) == "1:02:05"
+
+
+def test_live_progress_prints_open_ports() -> None:
+    out = io.StringIO()
+    live = LiveProgress(out, terminal=True)
+    live.start(100, done=10, found_open=1)
+    live.update(50, [_result(22, State.OPEN), _result(23, State.CLOSED)])
+    live.update(100, [_result(8080, State.OPEN, "::1")])
+    live.finish()
+    text = out.getvalue()
+    assert "Discovered open port 22/tcp on 127.0.0.1" in text
+    assert "Discovered open port 8080/tcp on ::1" in text
+    assert "23/tcp" not in text
+    assert IPv6Address("::1")  # the bar itself is rich's business; its text is not pinned
