@@ -258,6 +258,24 @@ def test_template_ipv4_equals_slow_path(
     assert SynTemplate(src).packet(dst, sport, dport, seq) == expected[20:]
 
 
+@given(st.one_of(ipv4s, ipv6s), st.integers(0, 2**128 - 1), ports, ports, seqs, st.booleans())
+@example(ME4, int(HOST4), 0, 0, 0, True)
+def test_template_pack_into_equals_packet(
+    src: IPv4Address | IPv6Address, dst: int, sport: int, dport: int, seq: int, header: bool
+) -> None:
+    """The batch path writes the same bytes as ``packet``, at an offset, touching no more."""
+    if src.version == 4:
+        target: IPv4Address | IPv6Address = IPv4Address(dst % 2**32)
+    else:
+        target, header = IPv6Address(dst), False
+    template = SynTemplate(src, include_ip_header=header)
+    buffer = bytearray(b"\xaa" * (template.size + 20))
+    template.pack_into(buffer, 10, int(target), sport, dport, seq)
+    assert buffer[10 : 10 + template.size] == template.packet(target, sport, dport, seq)
+    assert buffer[:10] == buffer[10 + template.size :] == b"\xaa" * 10
+    assert template.size == (44 if header else 24)
+
+
 @given(ipv6s, ipv6s, ports, ports, seqs, st.integers(0, 65535), st.integers(1, 65535))
 @example(IPv6Address(0), IPv6Address(0), 0, 0, 0, 0, 1)
 def test_template_ipv6_equals_slow_path(

@@ -39,9 +39,12 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from portscout.results import Reason, State
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -314,6 +317,33 @@ class SynTemplate:
         return self._struct.pack(
             0x45, 0, self._total, ident, 0, self._ttl, IPPROTO_TCP, ip_csum, self._src_int, d,
             sport, dport, seq, 0, self._offset, SYN, self._window, tcp_csum, 0, self._options,
+        )  # fmt: skip
+
+    @property
+    def size(self) -> int:
+        """Bytes of every packet: 44 with the IPv4 header, 24 without."""
+        return self._struct.size
+
+    def pack_into(
+        self, buffer: WriteableBuffer, offset: int, dst: int, sport: int, dport: int, seq: int
+    ) -> None:
+        """``packet(IPv4Address(dst) or IPv6Address(dst), sport, dport, seq)`` written into
+        ``buffer`` at ``offset`` (``size`` bytes), IP ident 0: the SYN engine's batch path,
+        with ``dst`` as the integer of the address, and ``_fold`` inlined (0.35 us less).
+        Raises ``struct.error`` on a field out of range or a buffer too small."""
+        total = self._tcp_sum + dst + sport + dport + seq
+        rest = total % 0xFFFF or 0xFFFF  # _fold: total is never 0 (the fixed words are not)
+        if not self.include_ip_header:
+            self._struct.pack_into(
+                buffer, offset, sport, dport, seq, 0, self._offset, SYN, self._window,
+                0xFFFF - rest, 0, self._options,
+            )  # fmt: skip
+            return
+        ip_rest = (self._ip_sum + dst) % 0xFFFF or 0xFFFF
+        self._struct.pack_into(
+            buffer, offset, 0x45, 0, self._total, 0, 0, self._ttl, IPPROTO_TCP, 0xFFFF - ip_rest,
+            self._src_int, dst, sport, dport, seq, 0, self._offset, SYN, self._window,
+            0xFFFF - rest, 0, self._options,
         )  # fmt: skip
 
 

@@ -380,6 +380,39 @@ def test_sharded_workers_each_see_only_their_answers(monkeypatch: pytest.MonkeyP
     assert sorted(r.port for r in results if r.state is State.OPEN) == listening
 
 
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_closed_ports_counted_not_yielded() -> None:
+    """``keep_closed=False``: every other result as before, closed ports only counted."""
+    engine = SynEngine(keep_closed=False)
+    with serve({("127.0.0.1", 7601): "accept"}), input_rules("tcp dport 7602 drop"):
+        found = scan("127.0.0.1", range(7600, 7611), engine)
+    assert {p: r.state for p, r in found.items()} == {7601: State.OPEN, 7602: State.FILTERED}
+    assert engine.closed == 9
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_sharded_workers_count_closed_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_sharded(keep_closed=False)`` with the syn engine: the workers count closed
+    ports in the engine, and the counts add up to every port not open."""
+    monkeypatch.setitem(ENGINES, "syn", SynEngine)
+    listening = [22, 45678]
+    plan = ScanPlan.create(parse_targets(["127.0.0.1"]), range(1, 65536), KEY)
+
+    async def collect() -> tuple[int, list[Result]]:
+        closed, out = 0, []
+        async for count, batch in run_sharded(plan, plan.shards(2), "syn", FAST, keep_closed=False):
+            closed += count
+            out.extend(batch)
+        return closed, out
+
+    with serve({("127.0.0.1", p): "accept" for p in listening}):
+        closed, results = asyncio.run(collect())
+    assert sorted(r.port for r in results) == listening
+    assert closed == 65535 - len(listening)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="root only: a capability could also allow it")
 def test_raw_sockets_allowed_as_root() -> None:
     assert rawsock.raw_sockets_allowed()

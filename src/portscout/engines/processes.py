@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import multiprocessing
 import os
 import pickle
@@ -64,23 +63,31 @@ def _worker(
     skip: frozenset[Probe],
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # libc is loaded: find_library runs ldconfig
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     from portscout.engines import create_engine
+    from portscout.engines.syn import SynEngine
 
     async def scan_shard() -> None:
         rows: list[Row] = []
-        closed = 0
+        closed = counted = 0  # counted: of the engine's own count of closed ports
         flushed = time.monotonic()
         engine = create_engine(engine_name)
+        counter = engine if isinstance(engine, SynEngine) and not keep_closed else None
+        if counter is not None:
+            counter.keep_closed = False  # counts closed ports itself: no Result for each
         async for result in engine.run(plan.probes(shard, skip=skip), options):
             if result.state is State.CLOSED and not keep_closed:
                 closed += 1
             else:
                 rows.append(_encode(result))
             if len(rows) + closed >= BATCH_SIZE or time.monotonic() - flushed > BATCH_SECONDS:
+                if counter is not None:
+                    closed, counted = closed + counter.closed - counted, counter.closed
                 _send_frame(fd, pickle.dumps((closed, rows), pickle.HIGHEST_PROTOCOL))
                 rows, closed, flushed = [], 0, time.monotonic()
+        if counter is not None:
+            closed += counter.closed - counted
         _send_frame(fd, pickle.dumps((closed, rows), pickle.HIGHEST_PROTOCOL))
 
     try:

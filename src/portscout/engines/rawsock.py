@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import os
 import socket
 import struct
 from collections.abc import Iterator, Sequence
@@ -194,6 +195,156 @@ def enlarge_receive_buffer(sock: socket.socket, size: int = RECEIVE_BUFFER) -> N
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
     except PermissionError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+# -- batches: sendmmsg(2) and recvmmsg(2) ------------------------------------------------
+#
+# One system call per batch instead of one per packet: Python's socket module has neither
+# call, so they go through ctypes, over buffers allocated once per socket. <sys/socket.h>:
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = (
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(_IoVec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    )
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = (("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint))
+
+
+_MSG_STRIDE = ctypes.sizeof(_MMsgHdr)
+_MSG_LEN_OFFSET = _MMsgHdr.msg_len.offset
+if _MSG_STRIDE % 4 or _MSG_LEN_OFFSET % 4:
+    raise ImportError("struct mmsghdr is not laid out in 32-bit words here")
+MSG_DONTWAIT = 0x40  # <bits/socket.h>
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library already loaded into this process (dlopen(NULL)): no ldconfig run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
+    libc.recvmmsg.argtypes = (
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p,
+    )  # fmt: skip
+    return libc
+
+
+def sockaddr(address: IPAddress) -> ctypes.Array[ctypes.c_char]:
+    """``struct sockaddr_in``/``sockaddr_in6`` of ``address``, port 0 (a raw socket's)."""
+    if address.version == 4:
+        raw = struct.pack("=H", socket.AF_INET) + bytes(2) + address.packed + bytes(8)
+    else:  # flow info 0, scope 0: global addresses and ::1
+        raw = struct.pack("=H", socket.AF_INET6) + bytes(6) + address.packed + bytes(4)
+    return ctypes.create_string_buffer(raw, len(raw))
+
+
+class SendBatch:
+    """Up to ``size`` datagrams of at most ``slot`` bytes each, sent by one ``sendmmsg``.
+
+    The caller writes packet ``i`` into ``buffer`` at ``i * slot`` (``struct.pack_into``)
+    and names its destination with ``address``; ``send`` hands them to the kernel.
+    ``sock`` must stay open while the batch is used.
+    """
+
+    __slots__ = ("_libc", "_msgs", "_names", "_vec", "buffer", "fd", "size", "slot")
+
+    def __init__(self, sock: socket.socket, size: int = 64, slot: int = 64) -> None:
+        self._libc = _libc()
+        self.fd, self.size, self.slot = sock.fileno(), size, slot
+        self.buffer = ctypes.create_string_buffer(size * slot)
+        self._vec = (_IoVec * size)()
+        self._msgs = (_MMsgHdr * size)()
+        self._names: list[object] = [None] * size  # what each message's msg_name points to
+        base = ctypes.addressof(self.buffer)
+        for i in range(size):
+            self._vec[i].iov_base = base + i * slot
+            self._msgs[i].msg_hdr.msg_iov = ctypes.pointer(self._vec[i])
+            self._msgs[i].msg_hdr.msg_iovlen = 1
+
+    def address(
+        self, start: int, stop: int, name: ctypes.Array[ctypes.c_char], length: int
+    ) -> None:
+        """Send messages ``start`` .. ``stop - 1`` (``length`` bytes each) to ``name`` (from
+        ``sockaddr``); cheap for those that already go there, which is the common case: one
+        host, one packet size."""
+        names = self._names
+        for i in range(start, stop):
+            if names[i] is not name:
+                names[i] = name
+                header = self._msgs[i].msg_hdr
+                header.msg_name = ctypes.addressof(name)
+                header.msg_namelen = len(name)
+                self._vec[i].iov_len = length
+
+    def send(self, start: int, count: int) -> int:
+        """Send messages ``start`` .. ``count - 1``; return how many left (at least one).
+
+        Raises ``OSError`` with the errno of message ``start`` when it could not be sent:
+        the kernel stops at the first failure and reports it only if nothing was sent.
+        """
+        sent: int = self._libc.sendmmsg(
+            self.fd, ctypes.addressof(self._msgs) + start * _MSG_STRIDE, count - start, 0
+        )
+        if sent < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        return sent
+
+
+class ReceiveBatch:
+    """Up to ``size`` datagrams of at most ``slot`` bytes each, read by one ``recvmmsg``
+    (``MSG_DONTWAIT``): ``receive`` returns the count, datagram ``i`` is in ``buffer`` at
+    ``i * slot`` and ``length(i)`` bytes long (truncated to ``slot``, as ``recv`` would).
+    No source address or control data: for IPv4 raw sockets, whose packets carry both."""
+
+    __slots__ = ("_lengths", "_libc", "_msgs", "_vec", "buffer", "fd", "size", "slot")
+
+    def __init__(self, sock: socket.socket, size: int = 64, slot: int = 256) -> None:
+        self._libc = _libc()
+        self.fd, self.size, self.slot = sock.fileno(), size, slot
+        self.buffer = ctypes.create_string_buffer(size * slot)
+        self._vec = (_IoVec * size)()
+        self._msgs = (_MMsgHdr * size)()
+        self._lengths = memoryview(self._msgs).cast("B").cast("I")  # msg_len at a stride
+        base = ctypes.addressof(self.buffer)
+        for i in range(size):
+            self._vec[i].iov_base = base + i * slot
+            self._vec[i].iov_len = slot
+            self._msgs[i].msg_hdr.msg_iov = ctypes.pointer(self._vec[i])
+            self._msgs[i].msg_hdr.msg_iovlen = 1
+
+    def receive(self) -> int:
+        """Read what is queued, up to ``size`` datagrams; 0 when nothing is.
+
+        Raises ``OSError`` on an error other than ``EAGAIN``/``EINTR``.
+        """
+        count: int = self._libc.recvmmsg(
+            self.fd, ctypes.addressof(self._msgs), self.size, MSG_DONTWAIT, None
+        )
+        if count < 0:
+            code = ctypes.get_errno()
+            if code in (errno.EAGAIN, errno.EINTR):
+                return 0
+            raise OSError(code, os.strerror(code))
+        return count
+
+    def lengths(self, count: int) -> list[int]:
+        """The byte counts of the first ``count`` datagrams (``receive``'s return value)."""
+        lengths: list[int] = self._lengths[_MSG_LEN_OFFSET // 4 :: _MSG_STRIDE // 4][
+            :count
+        ].tolist()
+        return lengths
 
 
 @dataclass(slots=True)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import secrets
 import socket
@@ -45,6 +46,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from itertools import islice, repeat
 from typing import Final
 
 from portscout.engines import rawsock
@@ -62,10 +64,12 @@ from portscout.packets import (
 )
 from portscout.plan import Probe
 from portscout.results import IPAddress, Reason, Result, State
-from portscout.timing import ScanTiming, TimingPolicy
+from portscout.timing import ScanTiming, TimingPolicy, TokenBucket
 
 DEFAULT_RATE: Final = 300_000.0  # packets/s per engine: loopback keeps up, answers are not lost
 BURST: Final = 128  # sends per event-loop turn, and the token bucket's depth
+SEND_BATCH: Final = 64  # SYNs per sendmmsg(2) at most
+RECEIVE_BATCH: Final = 64  # answers per recvmmsg(2) at most
 SOURCE_PORTS: Final = 16  # one block per engine; the offset in it is the try number
 SAMPLE_INTERVAL: Final = 0.001  # seconds between RTT samples fed to timing
 MIN_RTT_TIMEOUT: Final = 0.1
@@ -74,6 +78,9 @@ _COOKIE_PERSON: Final = b"portscout.syn"  # packets.syn_cookie's; checked in Ans
 _PORTS = struct.Struct("!HH")
 _IP_FIELDS = struct.Struct("!HxxHxB")  # total length, flags+fragment offset, protocol (at 2)
 _TCP_HEAD = struct.Struct("!HHxxxxIBB")  # ports, ack, data offset, flags
+# An IPv4 header of 20 bytes and TCP's first 14: version+IHL, total length, flags+fragment
+# offset, TTL, protocol, source, destination; ports, ack, data offset, flags.
+_HEAD4 = struct.Struct("!BxHxxHBBxx4s4sHHxxxxIBB")
 _HOPLIMIT_SPACE = socket.CMSG_SPACE(4)
 
 
@@ -105,6 +112,13 @@ class AnswerMatcher:
         probe = IPv4Address("192.0.2.1"), IPv4Address("198.51.100.2"), 40000, 80
         if self.cookie(probe[0].packed, probe[1].packed, 40000, 80) != syn_cookie(secret, *probe):
             raise RuntimeError("AnswerMatcher disagrees with packets.syn_cookie")
+
+    def hasher_for(self, src: bytes, dst: bytes) -> hashlib.blake2b:
+        """The keyed hash with ``src + dst`` absorbed: ``cookie``'s for those addresses,
+        copied per SYN and fed only the ports."""
+        hasher = self._hasher.copy()
+        hasher.update(src + dst)
+        return hasher
 
     def cookie(self, src: bytes, dst: bytes, sport: int, dport: int) -> int:
         """``packets.syn_cookie`` over packed addresses."""
@@ -146,20 +160,25 @@ class AnswerMatcher:
         return self.tcp(data, ihl, min(total, len(data)), data[16:20], data[12:16], data[8])
 
 
-# A probe in flight: the probe, tries sent so far, time of the last send. A plain tuple: one
-# is built per send, and a tuple builds fastest.
-_InFlight = tuple[Probe, int, float]
+# A probe in flight: the probe, tries sent so far, time of the last send, and what its
+# answer must carry: ``(cookie + 1) << 16 | our port`` (the ack and the port it goes to)
+# and our packed address. A plain tuple: one is built per send, and a tuple builds fastest.
+_InFlight = tuple[Probe, int, float, int, bytes]
 
 
 @dataclass(slots=True)
 class _Route:
-    """How to reach one target: the sender, the template of our source, packed addresses."""
+    """How to reach one target: the sender, the template of our source, packed addresses,
+    the keyed hash with both addresses already absorbed, and the destination as sendmmsg
+    wants it."""
 
-    sock: socket.socket
+    batch: rawsock.SendBatch
     template: SynTemplate
     local: bytes
     peer: bytes
-    sockaddr: tuple[str, int] | tuple[str, int, int, int]
+    peer_int: int
+    hasher: hashlib.blake2b
+    sockaddr: ctypes.Array[ctypes.c_char]
 
 
 def default_policy(options: EngineOptions, rate: float | None) -> TimingPolicy:
@@ -174,10 +193,28 @@ def default_policy(options: EngineOptions, rate: float | None) -> TimingPolicy:
     )
 
 
+def send_pacer(rate: float | None) -> tuple[TokenBucket, int]:
+    """A token bucket whose token pays for up to ``unit`` SYNs sent together, and ``unit``.
+
+    At most ``rate * t + BURST`` SYNs leave in any interval of length t, as with a token
+    per SYN, because at most ``rate / unit * t + BURST // unit`` tokens are spent in it. A
+    token costs one bucket call instead of ``unit``; a batch smaller than ``unit`` spends a
+    whole token, which the choice of ``unit`` keeps under a millisecond of the rate.
+    """
+    if rate is None:
+        return TokenBucket(None, BURST), SEND_BATCH
+    unit = max(1, min(SEND_BATCH, int(rate // 1000)))
+    return TokenBucket(rate / unit, max(1, BURST // unit)), unit
+
+
 class SynEngine:
     """``--engine syn`` (-sS). ``key`` seeds the cookie secret (None: a fresh secret per
     engine instance, the safe default); ``rate`` caps packets per second for this instance
     (None: no cap); ``timing`` replaces the policy derived from ``EngineOptions``.
+
+    ``keep_closed`` False: closed ports are only counted in ``closed``, never yielded, which
+    spares a ``Result`` per closed port (``engines.processes`` sets it when its caller only
+    counts them); every other result is yielded as usual.
 
     ``run`` raises ``PrivilegeError`` without root or CAP_NET_RAW, ``ScanError`` when no
     source port block is free or a send fails for a local reason.
@@ -191,9 +228,12 @@ class SynEngine:
         *,
         rate: float | None = DEFAULT_RATE,
         timing: TimingPolicy | None = None,
+        keep_closed: bool = True,
     ) -> None:
         self.key, self.rate, self.timing = key, rate, timing
+        self.keep_closed = keep_closed
         self.sent = 0  # SYNs sent by the last run, retransmissions included
+        self.closed = 0  # closed ports counted and not yielded (keep_closed False)
         self.source_ports: range | None = None  # the block the running scan holds
 
     async def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
@@ -204,8 +244,8 @@ class SynEngine:
             claim = rawsock.claim_source_ports(SOURCE_PORTS)
         except OSError as exc:
             raise ScanError(f"no free source ports for the syn engine: {exc.strerror}") from exc
-        scan = _SynScan(scan_secret(self.key), claim.ports, policy, options)
-        self.source_ports = claim.ports
+        scan = _SynScan(scan_secret(self.key), claim.ports, policy, options, self.keep_closed)
+        self.source_ports, self.closed = claim.ports, 0
         source, exhausted, done = iter(probes), False, scan.done
         try:
             while True:
@@ -215,10 +255,11 @@ class SynEngine:
                 if exhausted and not scan.pending and not scan.in_flight:
                     return
                 await scan.wait(exhausted)
+                self.closed = scan.closed
                 while done:
                     yield done.popleft()
         finally:
-            self.sent = scan.sent
+            self.sent, self.closed = scan.sent, scan.closed
             scan.close()
             claim.release()
             self.source_ports = None
@@ -228,13 +269,21 @@ class _SynScan:
     """One run: sockets, routes, probes in flight, timing. Not reusable."""
 
     def __init__(
-        self, secret: bytes, sports: range, policy: TimingPolicy, options: EngineOptions
+        self,
+        secret: bytes,
+        sports: range,
+        policy: TimingPolicy,
+        options: EngineOptions,
+        keep_closed: bool,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.secret, self.sports, self.limit = secret, sports, options.max_in_flight
+        self.keep_closed = keep_closed
         self.matcher = AnswerMatcher(secret, sports)
         self.timing = ScanTiming(policy, started=time.monotonic(), burst=BURST)
+        self.pacer, self.unit = send_pacer(policy.max_rate)
         self.sockets: dict[int, rawsock.RawSockets] = {}
+        self.senders: dict[int, rawsock.SendBatch] = {}
         self.routes: dict[IPAddress, _Route | Result] = {}
         self.templates: dict[IPAddress, SynTemplate] = {}
         self.local6: dict[bytes, bytes] = {}  # IPv6 peer -> our address for it
@@ -243,6 +292,7 @@ class _SynScan:
         self.pending: deque[tuple[Probe, int]] = deque()  # retries, then back-pressured
         self.done: deque[Result] = deque()
         self.sent = 0
+        self.closed = 0
         self._last_sample = -1.0
         self._now = 0.0  # when the receive batch being matched was read
         self._last_host: IPAddress | None = None
@@ -258,62 +308,117 @@ class _SynScan:
     # -- sending ---------------------------------------------------------------------------
 
     def _send_burst(self, source: Iterator[Probe], exhausted: bool, now: float) -> bool:
-        """Send up to ``BURST`` probes the bucket and window allow; return ``exhausted``."""
-        bucket, in_flight, pending = self.timing.bucket, self.in_flight, self.pending
-        limit, monotonic = self.limit, time.monotonic
-        for _ in range(BURST):
-            if len(in_flight) >= limit:
+        """Send up to ``BURST`` probes, in batches the pacer and window allow; return
+        ``exhausted``. Retries go first."""
+        pacer, in_flight, pending, unit = self.pacer, self.in_flight, self.pending, self.unit
+        budget = BURST
+        while budget > 0 and (pending or not exhausted):
+            room = min(unit, budget, self.limit - len(in_flight))
+            clock = time.monotonic()  # the clock of this very batch, or bursts bunch up
+            if room <= 0 or pacer.delay(clock) > 0:
                 break
-            try:  # the clock of this very send: a stale one would let bursts bunch up
-                bucket.consume(monotonic())  # raises when the bucket is empty
-            except ValueError:
+            pacer.consume(clock)
+            probes: list[Probe] = []
+            tries: list[int] = []
+            while pending and len(probes) < room:
+                probe, tried = pending.popleft()
+                probes.append(probe)
+                tries.append(tried)
+            wanted = room - len(probes)
+            if wanted and not exhausted:
+                probes.extend(islice(source, wanted))
+                fresh = len(probes) - len(tries)
+                tries.extend(repeat(0, fresh))
+                exhausted = fresh < wanted  # a token spent on a short batch: harmless
+            if not self._send_batch(probes, tries, now):
                 break
-            if pending:
-                probe, tries = pending.popleft()
-            elif exhausted:
-                break
-            else:
-                next_probe = next(source, None)
-                if next_probe is None:
-                    return True  # one token spent for nothing: harmless
-                probe, tries = next_probe, 0
-            if not self._send(probe, tries, now):
-                break
+            budget -= len(probes)
         return exhausted
 
-    def _send(self, probe: Probe, tries: int, now: float) -> bool:
-        """Send try ``tries`` (0: the first) of ``probe``; False on back-pressure."""
-        host, port = probe
-        route = self._last_route  # plans hand out the same address object per host
-        if host is not self._last_host or route is None:
-            route = self.routes.get(host) or self._route(host)
-            self._last_host, self._last_route = host, route
-        if isinstance(route, Result):
-            self.done.append(Result(host=host, port=port, state=route.state, reason=route.reason))
-            return True
-        sport = self.sports.start + min(tries, len(self.sports) - 1)
-        seq = self.matcher.cookie(route.local, route.peer, sport, port)
-        try:
-            route.sock.sendto(route.template.packet(host, sport, port, seq), route.sockaddr)
-        except OSError as exc:
-            return self._send_failed(exc, probe, tries)
-        self.sent += 1
-        key = (route.peer, port)
-        self.in_flight[key] = (probe, tries + 1, now)
-        self.expiry.append((now, key, tries + 1))
+    def _send_batch(self, probes: list[Probe], tries: list[int], now: float) -> bool:
+        """Send try ``tries[i]`` (0: the first) of each ``probes[i]``; False on back-pressure,
+        the probes not sent back at the head of ``pending``.
+
+        The hot loop of the engine: per SYN one hash, one ``pack_into``, one in-flight entry
+        and one expiry entry; what depends on the route only is looked up when it changes.
+        """
+        in_flight, expiry, done = self.in_flight, self.expiry, self.done
+        low, top, ports, mask = self.sports.start, len(self.sports) - 1, _PORTS.pack, 0xFFFFFFFF
+        batch: rawsock.SendBatch | None = None
+        runs: list[tuple[int, _Route]] = []  # (first slot, route) of each run of one route
+        n = 0
+        route, last_host = self._last_route, self._last_host
+        for i, (probe, tried) in enumerate(zip(probes, tries, strict=True)):
+            host, port = probe
+            if host is not last_host or route is None or not runs:
+                if host is not last_host or route is None:
+                    route = self.routes.get(host) or self._route(host)
+                    self._last_host, self._last_route, last_host = host, route, host
+                if isinstance(route, Result):
+                    done.append(Result(host=host, port=port, state=route.state,
+                                       reason=route.reason))  # fmt: skip
+                    continue
+                if route.batch is not batch:  # another address family: its own socket
+                    if batch is not None and not self._flush(batch, n, runs):
+                        for later in reversed(range(i, len(probes))):
+                            self.pending.appendleft((probes[later], tries[later]))
+                        return False
+                    batch, runs, n = route.batch, [], 0
+                runs.append((n, route))
+                hasher, pack, peer, peer_int = (
+                    route.hasher,
+                    route.template.pack_into,
+                    route.peer,
+                    route.peer_int,
+                )
+                local, buffer, slot = route.local, batch.buffer, batch.slot
+            sport = low + (tried if tried < top else top)
+            digest = hasher.copy()
+            digest.update(ports(sport, port))
+            seq = int.from_bytes(digest.digest(), "big")
+            pack(buffer, n * slot, peer_int, sport, port, seq)
+            key = (peer, port)
+            in_flight[key] = (probe, tried + 1, now, ((seq + 1) & mask) << 16 | sport, local)
+            expiry.append((now, key, tried + 1))
+            n += 1
+        return batch is None or self._flush(batch, n, runs)
+
+    def _flush(self, batch: rawsock.SendBatch, count: int, runs: list[tuple[int, _Route]]) -> bool:
+        """Send the ``count`` SYNs written into ``batch``, to the routes of ``runs``; their
+        in-flight and expiry entries are the last ``count`` made. False on back-pressure."""
+        for (first, route), stop in zip(runs, [*(run[0] for run in runs[1:]), count], strict=True):
+            batch.address(first, stop, route.sockaddr, route.template.size)
+        start = 0
+        while start < count:
+            try:
+                sent = batch.send(start, count)
+            except OSError as exc:
+                if not self._send_failed(exc, count - start):
+                    return False
+                start += 1  # decided without a send
+                continue
+            self.sent += sent
+            start += sent
         return True
 
-    def _send_failed(self, exc: OSError, probe: Probe, tries: int) -> bool:
+    def _send_failed(self, exc: OSError, unsent: int) -> bool:
+        """The first of the last ``unsent`` SYNs made could not be sent; False (back-pressure)
+        after putting it and every later one back into ``pending``, else True with its port
+        decided."""
+        in_flight, expiry = self.in_flight, self.expiry
         if isinstance(exc, BlockingIOError) or exc.errno in BACKPRESSURE:
-            self.pending.appendleft((probe, tries))
+            for _ in range(unsent):  # the last expiry entries are theirs
+                probe, tries = in_flight.pop(expiry.pop()[1])[:2]
+                self.pending.appendleft((probe, tries - 1))
             return False
+        probe, tries = in_flight.pop(expiry[-unsent][1])[:2]  # its expiry entry: skipped
         verdict = CONNECT_ERRORS.get(exc.errno or 0)
         if verdict is None:
             raise ScanError(f"sending a SYN to {probe.host} port {probe.port}: {exc}") from exc
         # EPERM/EACCES: our own firewall's output chain dropped or rejected the SYN.
         self.done.append(
             Result(host=probe.host, port=probe.port, state=verdict[0], reason=verdict[1],
-                   tries=tries + 1)
+                   tries=tries)
         )  # fmt: skip
         return True
 
@@ -330,17 +435,16 @@ class _SynScan:
             failed = Result(host=host, port=0, state=verdict[0], reason=verdict[1])
             self.routes[host] = failed
             return failed
-        sockets = self._sockets(host.version)
+        self._sockets(host.version)
         template = self.templates.get(local)
         if template is None:
             template = SynTemplate(local, include_ip_header=host.version == 4)
             self.templates[local] = template
-        if isinstance(host, IPv4Address):
-            route = _Route(sockets.send, template, local.packed, host.packed, (str(host), 0))
-        else:
-            # sin6_port must be 0 (or the protocol) on a raw socket; no scope: global or ::1
-            addr6 = (str(host), 0, 0, 0)
-            route = _Route(sockets.send, template, local.packed, host.packed, addr6)
+        route = _Route(
+            self.senders[host.version], template, local.packed, host.packed, int(host),
+            self.matcher.hasher_for(local.packed, host.packed), rawsock.sockaddr(host),
+        )  # fmt: skip
+        if host.version == 6:
             self.local6[host.packed] = local.packed
         self.routes[host] = route
         return route
@@ -350,8 +454,10 @@ class _SynScan:
         if sockets is None:
             sockets = rawsock.open_raw_sockets(version, self.sports)
             self.sockets[version] = sockets
+            self.senders[version] = rawsock.SendBatch(sockets.send, SEND_BATCH)
             if version == 4:
-                self.loop.add_reader(sockets.tcp.fileno(), self._read_tcp4, sockets.tcp)
+                batch = rawsock.ReceiveBatch(sockets.tcp, RECEIVE_BATCH)
+                self.loop.add_reader(sockets.tcp.fileno(), self._read_tcp4, batch)
                 self.loop.add_reader(sockets.icmp.fileno(), self._read_icmp4, sockets.icmp)
             else:
                 self.loop.add_reader(sockets.tcp.fileno(), self._read_v6, sockets.tcp, False)
@@ -360,28 +466,67 @@ class _SynScan:
 
     # -- receiving -------------------------------------------------------------------------
 
-    def _read_tcp4(self, sock: socket.socket) -> None:
-        match, answered, recv = self.matcher.ipv4, self._answered, sock.recv
-        self._now = time.monotonic()
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            while True:
-                answer = match(recv(256))
-                if answer is not None:
-                    answered(*answer)
-        self._wake_up()
+    def _read_tcp4(self, batch: rawsock.ReceiveBatch) -> None:
+        """Match every queued IPv4 TCP answer, a ``recvmmsg`` at a time.
+
+        ``AnswerMatcher.ipv4``'s checks, in one ``unpack`` for a 20-byte IP header (any
+        other goes to it). An answer to a probe in flight is checked against the ack and
+        our port and address kept with it; only one that differs (an answer to an earlier
+        try, or a forgery) has its cookie computed.
+        """
+        self._now, before = time.monotonic(), len(self.in_flight)
+        buffer, slot, size, head = batch.buffer, batch.slot, batch.size, _HEAD4.unpack_from
+        low, high, matcher = self.sports.start, self.sports.stop, self.matcher
+        get = self.in_flight.get
+        while True:
+            lengths = batch.lengths(batch.receive())
+            for i, length in enumerate(lengths):
+                if length < 40:
+                    continue  # no room for two 20-byte headers: matches nothing
+                offset = i * slot
+                vihl, total, frag, ttl, proto, peer, local, port, sport, ack, data, flags = head(
+                    buffer, offset
+                )
+                if vihl != 0x45:
+                    answer = matcher.ipv4(bytes(memoryview(buffer)[offset : offset + length]))
+                    if answer is not None:
+                        self._answered(*answer)
+                    continue
+                end = min(total, length)
+                if frag & 0x1FFF or proto != 6 or not 20 <= (data >> 4) * 4 <= end - 20:
+                    continue  # (end < 40 fails the last test)
+                if not flags & ACK or not low <= sport < high:
+                    continue
+                if flags & RST:
+                    state, reason = State.CLOSED, Reason.RESET
+                elif flags & SYN:
+                    state, reason = State.OPEN, Reason.SYN_ACK
+                else:
+                    continue
+                key = (peer, port)
+                entry = get(key)
+                if entry is None:
+                    continue  # already decided: a duplicate, or an answer after the timeout
+                kept = (ack << 16 | sport) == entry[3] and local == entry[4]
+                if not kept and ack != (matcher.cookie(local, peer, sport, port) + 1) & 0xFFFFFFFF:
+                    continue
+                self._decide(key, entry, sport - low, state, reason, ttl)
+            if len(lengths) < size:
+                break
+        self._wake_up(before)
 
     def _read_icmp4(self, sock: socket.socket) -> None:
-        self._now = time.monotonic()
+        self._now, before = time.monotonic(), len(self.in_flight)
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while True:
                 found = match_ipv4(self.secret, sock.recv(1024), sports=self.sports)
                 if found is not None:
                     self._answered(found.host.packed, found.port, -1, found.state,
                                    found.reason, found.ttl)  # fmt: skip
-        self._wake_up()
+        self._wake_up(before)
 
     def _read_v6(self, sock: socket.socket, icmp: bool) -> None:
-        self._now = time.monotonic()
+        self._now, before = time.monotonic(), len(self.in_flight)
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while True:
                 data, ancillary, _flags, address = sock.recvmsg(1024, _HOPLIMIT_SPACE)
@@ -398,7 +543,7 @@ class _SynScan:
                     answer = self.matcher.tcp(data, 0, len(data), local, peer, hops)
                     if answer is not None:
                         self._answered(*answer)
-        self._wake_up()
+        self._wake_up(before)
 
     def _icmp6(self, data: bytes, peer: bytes, hops: int | None) -> None:
         found = match_ipv6(
@@ -412,12 +557,27 @@ class _SynScan:
         self, peer: bytes, port: int, sport: int, state: State, reason: Reason, ttl: int | None
     ) -> None:
         """A validated answer from ``(peer, port)`` to our ``sport`` (-1: unknown, ICMP)."""
-        entry = self.in_flight.pop((peer, port), None)
+        key = (peer, port)
+        entry = self.in_flight.get(key)
         if entry is None:
             return  # already decided: a duplicate, or an answer after the last timeout
-        probe, tries, sent = entry
+        tryno = entry[1] - 1 if sport < 0 else sport - self.sports.start
+        self._decide(key, entry, tryno, state, reason, ttl)
+
+    def _decide(
+        self,
+        key: tuple[bytes, int],
+        entry: _InFlight,
+        tryno: int,
+        state: State,
+        reason: Reason,
+        ttl: int | None,
+    ) -> None:
+        """The probe ``entry`` (in flight under ``key``) was answered by its try ``tryno``
+        (0: the first): its port is decided, and an RTT sample may go to timing."""
+        del self.in_flight[key]
+        probe, tries, sent = entry[0], entry[1], entry[2]
         now = self._now
-        tryno = tries - 1 if sport < 0 else sport - self.sports.start
         exact = tryno == tries - 1 and tries <= len(self.sports)
         if tryno or now - self._last_sample >= SAMPLE_INTERVAL:
             self._last_sample = now
@@ -426,8 +586,11 @@ class _SynScan:
                 probe.host, sent=sent, now=now, host_in_flight=total, total_in_flight=total,
                 tryno=tryno, ambiguous=not exact, icmp_error=state is State.FILTERED,
             )  # fmt: skip
+        if state is State.CLOSED and not self.keep_closed:
+            self.closed += 1
+            return
         self.done.append(
-            Result(host=probe.host, port=port, state=state, reason=reason,
+            Result(host=probe.host, port=probe.port, state=state, reason=reason,
                    rtt=now - sent if exact else None, tries=tries, reason_ttl=ttl)
         )  # fmt: skip
 
@@ -464,10 +627,10 @@ class _SynScan:
                 )  # fmt: skip
 
     def _next_event(self, now: float, exhausted: bool) -> float:
-        """Seconds until something is due: a send the bucket allows, or a timeout."""
+        """Seconds until something is due: a send the pacer allows, or a timeout."""
         waits = [0.05]  # a ceiling: re-check even if nothing seems due
         if (self.pending or not exhausted) and len(self.in_flight) < self.limit:
-            waits.append(self.timing.bucket.delay(now))
+            waits.append(self.pacer.delay(now))
         if self.expiry:
             sent, key, _tries = self.expiry[0]
             entry = self.in_flight.get(key)
@@ -493,8 +656,11 @@ class _SynScan:
         finally:
             self._wake = None
 
-    def _wake_up(self) -> None:
-        if self.done and self._wake is not None and not self._wake.done():
+    def _wake_up(self, in_flight_before: int) -> None:
+        """Wake ``wait`` when a reader decided a port: results to yield, room to send, or
+        the end of the scan (closed ports may decide without a result to yield)."""
+        decided = self.done or len(self.in_flight) != in_flight_before
+        if decided and self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
     def close(self) -> None:
@@ -503,6 +669,7 @@ class _SynScan:
                 self.loop.remove_reader(sock.fileno())
             sockets.close()
         self.sockets.clear()
+        self.senders.clear()
 
 
-__all__ = ["DEFAULT_RATE", "AnswerMatcher", "SynEngine", "scan_secret"]
+__all__ = ["DEFAULT_RATE", "AnswerMatcher", "SynEngine", "scan_secret", "send_pacer"]
