@@ -4,6 +4,8 @@ resumed after SIGINT or SIGKILL with exactly the results of an uninterrupted sca
 from __future__ import annotations
 
 import json
+import os
+import pty
 import signal
 import sqlite3
 import subprocess
@@ -127,3 +129,41 @@ def test_no_db_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert not (tmp_path / "data").exists()
     assert main(["127.0.0.1", "-p", "1-10", "-q"]) == 0
     assert (tmp_path / "data" / "portscout" / "history.sqlite3").is_file()
+
+
+def _stderr_of(argv: list[str], *, terminal: bool) -> str:
+    """Run a scan with stderr on a pseudo-terminal (or a pipe); return what stderr got."""
+    command = [sys.executable, "-m", "portscout", *argv]
+    if not terminal:
+        return subprocess.run(command, capture_output=True, text=True, timeout=30).stderr
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=30)
+    os.close(leader)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
+    argv = ["127.0.0.1", "-sT", "-p", "7000-7100", "--db", str(tmp_path / "h.db")]
+    with serve({("127.0.0.1", 7007): "accept"}):
+        live = _stderr_of(argv, terminal=True)
+        piped = _stderr_of(argv, terminal=False)
+        quiet = _stderr_of([*argv, "-q"], terminal=True)
+        stats = _stderr_of([*argv, "-q", "--stats-every", "1ms"], terminal=False)
+    assert "Discovered open port 7007/tcp on 127.0.0.1" in live
+    assert "Discovered" not in piped
+    assert "\x1b" not in piped
+    assert "Discovered" not in quiet
+    assert "\x1b" not in quiet
+    assert stats.splitlines()[-1].startswith("Stats: ")
+    assert "101/101 probes (100.0%)" in stats
