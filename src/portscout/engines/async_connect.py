@@ -111,6 +111,7 @@ class _Scheduler:
         self.done: deque[Result] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
 
     # -- sending ---------------------------------------------------------------------
 
@@ -352,12 +353,12 @@ class _Scheduler:
 
     def _wake_at(self, when: float) -> None:
         """Be woken at monotonic time ``when`` (a send delay or rate limit expires)."""
-        delay = max(0.0, when - time.monotonic())
         if self._timer is not None:
-            if self._timer.when() <= self.loop.time() + delay:
+            if self._timer_due <= when:
                 return
             self._timer.cancel()
-        self._timer = self.loop.call_later(delay, self._on_timer)
+        self._timer_due = when  # uvloop's TimerHandle has no when()
+        self._timer = self.loop.call_later(max(0.0, when - time.monotonic()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
