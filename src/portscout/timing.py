@@ -52,6 +52,14 @@ TEMPLATE_NAMES = ("paranoid", "sneaky", "polite", "normal", "aggressive", "insan
 # nmap scan_performance_vars::init(): window constants.
 _INITIAL_CWND = 10
 _INITIAL_SSTHRESH = 75
+# Where portscout departs from nmap: random loss is not congestion. nmap cuts the window
+# on every answer to a retransmission, so 1% loss keeps a scan crawling at a few dozen
+# probes in flight. portscout keeps an average of the share of answers that needed a
+# retransmission (over about 1/_LOSS_ALPHA answers) and treats a retransmission's answer
+# as a drop only while that share is above _CONGESTION_SHARE: a lossy link keeps its pace,
+# a host that rate-limits its RSTs (most answers come on retries) is slowed down at once.
+_LOSS_ALPHA = 1 / 16
+_CONGESTION_SHARE = 0.25
 _SLOW_INCR = 1.0
 _CC_SCALE_MAX = 50.0
 _GROUP_DROP_CWND_DIVISOR = 2.0
@@ -134,7 +142,9 @@ class TimingPolicy:
     min_rate: float | None = None
     max_rate: float | None = None
     min_parallelism: int = 1
-    max_parallelism: int = 300
+    # nmap caps its window at 300; portscout at 2500 (descriptors bound it too), so that a
+    # mostly filtered host is not scanned 300 probes per timeout at a time.
+    max_parallelism: int = 2500
     scan_delay: float = 0.0
     max_scan_delay: float = 1.0
 
@@ -315,8 +325,10 @@ class CongestionWindow:
     then by ``ca_incr / cwnd * scale`` (congestion avoidance), where ``scale`` is
     expected/received replies capped at 50, so a host that answers 1 probe in 10 still
     grows as if it answered all. A drop sets ``ssthresh = max(in_flight / d, 2)`` and
-    ``cwnd`` to ``min_parallelism`` (a host) or halves it (the group). The window stays
-    within ``[min_parallelism, max_parallelism]``.
+    halves ``cwnd`` (nmap drops a host's window to ``min_parallelism``; halving is TCP's
+    answer, RFC 5681, and keeps a lossy host from crawling). Slow start runs up to the
+    ceiling until the first drop. The window stays within ``[min_parallelism,
+    max_parallelism]``.
     """
 
     __slots__ = (
@@ -340,7 +352,9 @@ class CongestionWindow:
         self._group = group
         self._ca_incr = 1.0 if policy.level < 4 else 2.0
         self._ssthresh_divisor = {4: 4 / 3, 5: 5 / 4}.get(policy.level, 3 / 2)
-        self.ssthresh = float(_INITIAL_SSTHRESH)
+        # nmap starts congestion avoidance at 75; without a congestion signal there is no
+        # reason to: slow start runs up to the ceiling (departure from nmap, see above).
+        self.ssthresh = max(float(_INITIAL_SSTHRESH), self._high)
         self.replies_expected = 0
         self.replies_received = 0
         self.drops = 0
@@ -377,10 +391,7 @@ class CongestionWindow:
         """
         if sent <= self.last_drop:
             return False
-        if self._group:
-            self._cwnd = max(self._low, self._cwnd / _GROUP_DROP_CWND_DIVISOR)
-        else:
-            self._cwnd = self._low
+        self._cwnd = max(self._low, self._cwnd / _GROUP_DROP_CWND_DIVISOR)
         self.ssthresh = max(in_flight / self._ssthresh_divisor, 2.0)
         self.last_drop = now
         self.drops += 1
@@ -443,6 +454,7 @@ class HostTiming:
         "_last_sent",
         "answers",
         "boosted_delay",
+        "late_share",
         "max_successful_tryno",
         "policy",
         "rtt",
@@ -459,6 +471,7 @@ class HostTiming:
         self.max_successful_tryno = 0
         self.sent = self.answers = self.timeouts = 0
         self.boosted_delay = 0.0
+        self.late_share = 0.0  # running share of answers that came to a retransmission
         self._last_sent: float | None = None
         self._last_boost = -math.inf
         self._good_since_boost = self._bad_since_boost = 0
@@ -473,7 +486,17 @@ class HostTiming:
         """Retransmissions a silent port may get now: ``max(1, highest try number that
         was answered + 1)``, capped at --max-retries (nmap's ``allowedTryno``). A host
         that never lost a probe gets 1; each loss later repaired by a retry raises it."""
+        if self.late_share > _CONGESTION_SHARE:
+            # Most answers come only to retransmissions: the host drops (rate limits) more
+            # than chance explains, so a silent port gets every retry --max-retries allows.
+            return self.policy.max_retries
         return min(max(1, self.max_successful_tryno + 1), self.policy.max_retries)
+
+    @property
+    def congested(self) -> bool:
+        """Whether answers to retransmissions are now a congestion signal (see
+        _CONGESTION_SHARE); always at -T0..-T2, where nmap's caution is asked for."""
+        return self.policy.level < 3 or self.late_share > _CONGESTION_SHARE
 
     @property
     def delay_between_sends(self) -> float:
@@ -519,7 +542,8 @@ class HostTiming:
         self.answers += 1
         if icmp_error and tryno > 0:
             return
-        if tryno > 0:
+        self.late_share += _LOSS_ALPHA * ((1.0 if tryno > 0 else 0.0) - self.late_share)
+        if tryno > 0 and self.congested:
             self.window.on_drop(in_flight, sent=sent, now=now)
             self._count_for_delay(dropped=sent > self._last_boost, now=now)
         else:
@@ -552,7 +576,12 @@ class HostTiming:
 
     def _boost(self, now: float) -> None:
         """nmap's boostScanDelay: 5 ms first, then doubling (up to 1 s by doubling),
-        never above --max-scan-delay."""
+        never above --max-scan-delay. Unlike nmap, the last boost gets two timeouts to show
+        its effect first: answers to probes sent before it still come late, and would
+        double the delay again and again (a host limiting RSTs to 50/s ended at 160 ms
+        between probes, 8 times slower than it needs)."""
+        if now - self._last_boost <= 2 * self.probe_timeout:
+            return
         old = self.boosted_delay
         grown = min(old * 2, max(old, _BOOST_DOUBLING_LIMIT)) if old else _FIRST_BOOST
         self.boosted_delay = min(grown, self.policy.max_scan_delay)
@@ -644,8 +673,10 @@ class ScanTiming:
         self.rtt.observe(now - sent, ambiguous=ambiguous)
         if icmp_error and tryno > 0:
             return
-        if tryno > 0:
-            self.window.on_drop(total_in_flight, sent=sent, now=now)
+        # No group decrease (departure from nmap): a drop shrinks the window of the host
+        # that dropped. Congestion of the shared path makes every host drop, so every
+        # host's window shrinks; one host that rate-limits its RSTs must not stall the
+        # scan of all the others, as it does in nmap.
         self.window.on_answer()
 
     def on_timeout(

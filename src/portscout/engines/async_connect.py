@@ -43,7 +43,7 @@ _new_socket = _socket.socket
 # Probes pulled from the stream but waiting for their host's window, in all hosts.
 MAX_BACKLOG = 4096
 # A bench this long is settled even while its host still has probes in flight.
-MAX_BENCH = 1024
+MAX_BENCH = 256
 # Answers decided inside connect() (loopback) say little about the network and cost
 # per-probe bookkeeping: the estimator gets the first few, then one in this many.
 IMMEDIATE_SAMPLE_EVERY = 64
