@@ -263,11 +263,16 @@ class Store:
         counts = Counter(r.state for r in results)
         rows = []
         closed: dict[tuple[str, str, str], set[int]] = {}
+        by_key: dict[tuple[IPAddress, Protocol, Reason], set[int]] = {}
         for r in results:
             if r.state is State.CLOSED:
-                closed.setdefault((str(r.host), r.protocol.value, r.reason.value), set()).add(
-                    r.port
-                )
+                key = (r.host, r.protocol, r.reason)
+                ports = by_key.get(key)
+                if ports is None:
+                    ports = by_key[key] = closed.setdefault(
+                        (str(r.host), r.protocol.value, r.reason.value), set()
+                    )
+                ports.add(r.port)
             else:
                 rows.append((scan_id, str(r.host), r.protocol.value, r.port, r.state.value,
                              r.reason.value, r.rtt, r.tries, r.reason_ttl))  # fmt: skip

@@ -26,7 +26,7 @@ from portscout.engines.base import EngineOptions
 from portscout.errors import ScanError
 from portscout.permutation import Shard
 from portscout.plan import Probe, ScanPlan
-from portscout.results import Reason, Result, State
+from portscout.results import IPAddress, Protocol, Reason, Result, State
 
 PR_SET_PDEATHSIG = 1
 BATCH_SIZE = 4096
@@ -44,13 +44,24 @@ def _encode(result: Result) -> Row:
     )  # fmt: skip
 
 
-def _decode(row: Row) -> Result:
-    version, address, port, state, reason, rtt, tries, ttl = row
-    host = IPv4Address(address) if version == 4 else IPv6Address(address)
-    return Result(
-        host=host, port=port, state=State(state), reason=Reason(reason), rtt=rtt,
-        tries=tries, reason_ttl=ttl,
-    )  # fmt: skip
+_STATES = {s.value: s for s in State}
+_REASONS = {r.value: r for r in Reason}
+
+
+class _Decoder:
+    """Rows back into Results; one address object per host (a full scan decodes 65535 rows
+    in the parent, so enum calls and address parsing per row would cost 0.2 s)."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[tuple[int, int], IPAddress] = {}
+
+    def __call__(self, row: Row) -> Result:
+        version, address, port, state, reason, rtt, tries, ttl = row
+        host = self.hosts.get((version, address))
+        if host is None:
+            host = IPv4Address(address) if version == 4 else IPv6Address(address)
+            self.hosts[version, address] = host
+        return Result(host, port, _STATES[state], _REASONS[reason], Protocol.TCP, rtt, tries, ttl)
 
 
 def _worker(
@@ -151,6 +162,7 @@ async def run_sharded(
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
     workers: list[ForkProcess] = []
     readers: list[_FrameReader] = []
+    decode = _Decoder()
 
     def on_readable(reader: _FrameReader) -> None:
         for frame in reader.read():
@@ -183,7 +195,7 @@ async def run_sharded(
             if message[0] == "error":
                 raise ScanError(f"scan worker failed: {message[1]}")
             closed, rows = message
-            yield closed, [_decode(row) for row in rows]
+            yield closed, [decode(row) for row in rows]
     finally:
         for reader in readers:
             loop.remove_reader(reader.fd)
