@@ -349,7 +349,7 @@ def _drive_scan(
                 recorder.add(batch, report.probes_sent - sent)
                 sent = report.probes_sent
             for monitor in monitors:
-                monitor.update(sum(report.counts.values()), batch)
+                monitor.update(sum(report.counts.values()), batch, scan.plan.size)
         status = ScanStatus.DONE
     except KeyboardInterrupt:
         report.interrupted = True

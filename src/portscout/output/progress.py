@@ -23,7 +23,9 @@ from portscout.results import Result, State
 class Monitor(Protocol):
     def start(self, total: int, done: int = 0, found_open: int = 0) -> None: ...
 
-    def update(self, done: int, new: Sequence[Result]) -> None: ...
+    def update(self, done: int, new: Sequence[Result], total: int | None = None) -> None:
+        """``total``: the plan's new size when it changed (host discovery re-plans)."""
+        ...
 
     def finish(self) -> None: ...
 
@@ -46,8 +48,10 @@ class _Pace:
         self.started = self.clock()
         self.total, self.first, self.done, self.open = total, done, done, found_open
 
-    def update(self, done: int, new: Sequence[Result]) -> list[Result]:
+    def update(self, done: int, new: Sequence[Result], total: int | None = None) -> list[Result]:
         self.done = done
+        if total is not None:
+            self.total = total
         opened = [r for r in new if r.state is State.OPEN]
         self.open += len(opened)
         return opened
@@ -85,8 +89,8 @@ class StatsLines:
         self._pace.start(total, done, found_open)
         self._last = self._pace.started
 
-    def update(self, done: int, new: Sequence[Result]) -> None:
-        self._pace.update(done, new)
+    def update(self, done: int, new: Sequence[Result], total: int | None = None) -> None:
+        self._pace.update(done, new, total)
         if self._pace.clock() - self._last >= self._every:
             self._write()
 
@@ -140,8 +144,10 @@ class LiveProgress:
         self._bar.update(self._task, total=total, completed=done, open=found_open)
         self._bar.start()
 
-    def update(self, done: int, new: Sequence[Result]) -> None:
-        for r in self._pace.update(done, new):
+    def update(self, done: int, new: Sequence[Result], total: int | None = None) -> None:
+        if total is not None:
+            self._bar.update(self._task, total=total)
+        for r in self._pace.update(done, new, total):
             self._bar.console.print(f"Discovered open port {r.port}/{r.protocol} on {r.host}")
         pace = self._pace
         self._bar.update(
