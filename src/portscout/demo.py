@@ -10,11 +10,12 @@ the privilege it says so and scans 127.0.0.1's top 100 ports instead.
 from __future__ import annotations
 
 import contextlib
+import selectors
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.output.table import TableWriter
@@ -33,40 +34,44 @@ DEMO_LISTENERS: dict[int, str] = {
 
 
 @contextlib.contextmanager
-def listeners(ports: dict[int, str], lifetime: float = 120.0) -> Iterator[None]:
-    """Listen on 127.0.0.1 ``ports``; serve them in a daemon thread for at most ``lifetime``."""
+def listeners(ports: Mapping[tuple[str, int], str], lifetime: float = 120.0) -> Iterator[None]:
+    """Listen on each (address, port) with a mode: ``accept``, ``banner`` (says hello,
+    like an SSH server) or ``accept-close`` (hangs up at once). One daemon thread accepts
+    for all of them, for at most ``lifetime`` seconds; everything is closed on exit."""
     socks: dict[socket.socket, str] = {}
-    for port, mode in ports.items():
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LOOPBACK, port))
-        sock.listen(512)
-        sock.settimeout(0.1)
-        socks[sock] = mode
-    stop = threading.Event()
-
-    def serve() -> None:
-        deadline = time.monotonic() + lifetime
-        while not stop.is_set() and time.monotonic() < deadline:
-            for sock, mode in socks.items():
-                try:
-                    conn, _ = sock.accept()
-                except OSError:
-                    continue
-                with conn:
-                    if mode == "banner":
-                        with contextlib.suppress(OSError):
-                            conn.sendall(b"SSH-2.0-portscout-demo\r\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
     try:
+        for (address, port), mode in ports.items():
+            sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+            socks[sock] = mode
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        stop = threading.Event()
+        thread = threading.Thread(target=_serve, args=(socks, stop, lifetime), daemon=True)
         thread.start()
-        yield
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
     finally:
-        stop.set()
-        thread.join()
         for sock in socks:
             sock.close()
+
+
+def _serve(socks: dict[socket.socket, str], stop: threading.Event, lifetime: float) -> None:
+    deadline = time.monotonic() + lifetime
+    with selectors.DefaultSelector() as selector:
+        for sock, mode in socks.items():
+            selector.register(sock, selectors.EVENT_READ, mode)
+        while not stop.is_set() and time.monotonic() < deadline:
+            for key, _ in selector.select(timeout=0.05):
+                with contextlib.suppress(OSError):
+                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                    with conn:
+                        if key.data == "banner":
+                            conn.sendall(b"SSH-2.0-portscout-demo\r\n")
 
 
 def run_demo(argv: Sequence[str]) -> int:
@@ -81,7 +86,7 @@ def run_demo(argv: Sequence[str]) -> int:
         "portscout demo: private network namespace, listeners on 127.0.0.1 ports "
         + ", ".join(f"{p} ({m})" for p, m in DEMO_LISTENERS.items())
     )
-    with listeners(DEMO_LISTENERS):
+    with listeners({(LOOPBACK, port): mode for port, mode in DEMO_LISTENERS.items()}):
         config = ScanConfig(targets=[LOOPBACK], ports="1-65535", keep_closed=False)
         return _scan_and_print(config, expected=sorted(DEMO_LISTENERS))
 

@@ -3,61 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 
 import pytest
 
-Listening = dict[tuple[str, int], str]  # (address, port) -> mode
+from portscout.demo import listeners
 
-
-@contextlib.contextmanager
-def serve(listeners: Listening, lifetime: float = 60.0) -> Iterator[None]:
-    """Listen on each (address, port) with a mode: accept, banner or accept-close."""
-    socks: dict[socket.socket, str] = {}
-    try:
-        for (address, port), mode in listeners.items():
-            fam = socket.AF_INET6 if ":" in address else socket.AF_INET
-            sock = socket.socket(fam, socket.SOCK_STREAM)
-            socks[sock] = mode
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((address, port))
-            sock.listen(1024)
-            sock.settimeout(0.05)
-        stop = threading.Event()
-
-        def loop() -> None:
-            deadline = threading.Event()
-            timer = threading.Timer(lifetime, deadline.set)
-            timer.start()
-            try:
-                while not stop.is_set() and not deadline.is_set():
-                    for sock, mode in socks.items():
-                        if mode == "accept":
-                            continue  # the kernel completes handshakes into the backlog
-                        try:
-                            conn, _ = sock.accept()
-                        except OSError:
-                            continue
-                        with conn:
-                            if mode == "banner":
-                                with contextlib.suppress(OSError):
-                                    conn.sendall(b"hello\r\n")
-            finally:
-                timer.cancel()
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-    finally:
-        for sock in socks:
-            sock.close()
+serve = listeners  # (address, port) -> mode: accept, banner or accept-close
 
 
 @contextlib.contextmanager
