@@ -9,6 +9,7 @@ a skip fails the run, so CI is never green by skipping.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Generator
 
@@ -31,6 +32,12 @@ def pytest_configure(config: pytest.Config) -> None:
         check_isolated()
     except (NamespaceError, OSError) as exc:
         _NETNS_PROBLEM = f"no private network namespace: {exc}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    data_home = os.environ.get("XDG_DATA_HOME", "")
+    if os.path.basename(data_home).startswith("portscout-tests-"):
+        shutil.rmtree(data_home, ignore_errors=True)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
