@@ -325,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         launcher = build_launcher(workdir)
         full = full_scan_tools(workdir, floors, args.quick)
         study = study_tools(workdir)
-        with listeners(LISTENERS, lifetime=3600.0):
+        with listeners({("127.0.0.1", p): mode for p, mode in LISTENERS.items()}, lifetime=3600.0):
             run_rounds(full, "1-65535", launcher)
             run_rounds(study, "30000-65535", launcher)
     info["loadavg_end"] = loadavg()
