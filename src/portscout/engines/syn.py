@@ -16,13 +16,29 @@ How a scan runs (masscan's design, nmap's timing):
   bucket from ``timing``, bursts of ``BURST``). The receiver runs on the same event loop
   (``add_reader``); the scan ends when every probe was answered or, after its retries, timed
   out, so reading goes on until the last probe's timeout after the last send.
-* Timing (``timing.ScanTiming``): per-host RTT (RFC 6298) gives the timeout, clamped to
-  ``[min(0.1 s, timeout), timeout]``, and answers to retransmissions raise the retries a
-  host's silent ports get (nmap's ``allowedTryno``). The try number is the offset of the
-  source port in our block, so an RTT sample names the try it belongs to (Karn). To keep
-  the per-answer cost down, RTT is sampled at most once per ``SAMPLE_INTERVAL`` (every
-  answer to a retransmission counts). Congestion windows are not used: the rate is the
-  throttle, as in masscan.
+* Timing (``timing.ScanTiming``, the policy of ``EngineOptions``): per-host RTT (RFC 6298)
+  gives the timeout, and answers to retransmissions raise the retries a host's silent ports
+  get (nmap's ``allowedTryno``). The try number is the offset of the source port in our
+  block, so an RTT sample names the try it belongs to (Karn). To keep the per-answer cost
+  down, RTT is sampled at most once per ``SAMPLE_INTERVAL`` until a host has lost a probe
+  or left one unanswered; from then on every answer from it counts.
+* Congestion, per host and only where it is needed (nmap's approach, masscan's speed
+  elsewhere). The rate is the throttle while hosts answer what they are sent. An answer to
+  a retransmission is a drop (the earlier try was lost); once a quarter of a host's answers
+  were drops (random loss of a few percent stays far below), or timing boosted its send
+  delay (nmap's ``boostScanDelay``), the host is *throttled*: its probes wait in a backlog
+  of their own and leave as its send delay and congestion window (``HostTiming.send_delay``)
+  allow, while other hosts' probes go on at the rate. So a host that rate-limits its RSTs
+  is scanned about as fast as it answers, and its closed ports are not called filtered.
+  Tries a port spent before its host was throttled, or before the host's last boost, went
+  out at a pace found too fast and are not held against its allowance (at most
+  --max-retries + 1 of them). ``--scan-delay`` throttles every host from the start.
+* Retries follow nmap's probe bench: a port whose tries reached its host's allowance is held
+  until the host has nothing in flight or waiting, since a late answer to a retransmission
+  may still raise the allowance; then it is retried or called filtered. The allowance is
+  timing's, or more where the host's share of drops says an answering port could still be
+  silent (``SILENT_THROUGH_ALL``). A timed-out probe stays answerable until its retry goes
+  out: a late answer decides it, and gives the RTT sample a slow host would otherwise lack.
 * Source: per target, the address the routing table picks (``rawsock.source_address``) and
   a block of ``SOURCE_PORTS`` ports the kernel will not use (``rawsock.claim_source_ports``).
   Each engine instance claims its own block and filters its raw sockets to it, so worker
@@ -37,6 +53,7 @@ import asyncio
 import contextlib
 import ctypes
 import hashlib
+import math
 import secrets
 import socket
 import struct
@@ -44,9 +61,9 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
 from typing import Final
 
 from portscout.engines import rawsock
@@ -74,6 +91,16 @@ SOURCE_PORTS: Final = 16  # one block per engine; the offset in it is the try nu
 SAMPLE_INTERVAL: Final = 0.001  # seconds between RTT samples fed to timing
 MIN_RTT_TIMEOUT: Final = 0.1
 ROUTE_CACHE: Final = 4096  # routes remembered; beyond, the cache starts afresh
+MAX_BACKLOG: Final = 4096  # probes held for their hosts in all; beyond, no fresh ones are pulled
+MAX_BENCH: Final = 1024  # a bench this long is settled even while its host has probes out
+# A host is throttled once at least DROP_SHARE of its answers, and MIN_DROPS, were drops:
+# random loss of a few percent stays well below, a rate limit the scan outruns far above.
+DROP_SHARE: Final = 0.25
+MIN_DROPS: Final = 8
+# Beyond timing's allowance, a host gives its silent ports enough tries that an answering
+# port stays silent through all of them with at most this probability, at the loss it has
+# shown (within --max-retries): ``_SynScan._allowed``.
+SILENT_THROUGH_ALL: Final = 1e-5
 _COOKIE_PERSON: Final = b"portscout.syn"  # packets.syn_cookie's; checked in AnswerMatcher
 _PORTS = struct.Struct("!HH")
 _IP_FIELDS = struct.Struct("!HxxHxB")  # total length, flags+fragment offset, protocol (at 2)
@@ -160,17 +187,52 @@ class AnswerMatcher:
         return self.tcp(data, ihl, min(total, len(data)), data[16:20], data[12:16], data[8])
 
 
-# A probe in flight: the probe, tries sent so far, time of the last send, and what its
-# answer must carry: ``(cookie + 1) << 16 | our port`` (the ack and the port it goes to)
-# and our packed address. A plain tuple: one is built per send, and a tuple builds fastest.
-_InFlight = tuple[Probe, int, float, int, bytes]
+Pending = tuple[Probe, int]  # a probe and the tries already made
+
+
+@dataclass(slots=True, eq=False)
+class _Host:
+    """What the engine keeps per target host, next to its ``timing.HostTiming``.
+
+    ``backlog``: probes waiting to be sent (retries, and every probe of a ``throttled``
+    host), made on first use: most hosts never need one. ``bench``: ports whose tries
+    reached the host's allowance, until the host is quiet. ``watched``: the host lost a
+    probe or left one unanswered, so every answer from it goes to timing, not a sample.
+    ``lost``: port -> when its try that went unanswered was sent, for ports being retried.
+    ``free``: port -> tries not held against the port's allowance: those made before the
+    host was throttled (at the engine's rate, not the host's) or before its send delay
+    was last boosted (at a pace since found too fast), at most --max-retries + 1.
+    ``delay``/``boosted_at``: the host's boosted send delay as last seen, and since when.
+    """
+
+    address: IPAddress
+    peer: bytes  # the address packed, as in-flight keys hold it
+    throttled: bool
+    in_flight: int = 0
+    sent: int = 0  # SYNs sent, retransmissions included
+    timeouts: int = 0
+    drops: int = 0  # answers to retransmissions (TCP: ICMP is rate-limited by routers)
+    watched: bool = False
+    backlog: deque[Pending] | None = None
+    bench: list[Pending] = field(default_factory=list)
+    lost: dict[int, float] = field(default_factory=dict)
+    free: dict[int, int] = field(default_factory=dict)
+    delay: float = 0.0
+    boosted_at: float = -math.inf
+
+
+# A probe in flight: the probe, tries sent so far, time of the last send, what its answer
+# must carry: ``(cookie + 1) << 16 | our port`` (the ack and the port it goes to) and our
+# packed address, and its host. A plain tuple: one is built per send, and a tuple builds
+# fastest.
+_InFlight = tuple[Probe, int, float, int, bytes, _Host]
 
 
 @dataclass(slots=True)
 class _Route:
     """How to reach one target: the sender, the template of our source, packed addresses,
-    the keyed hash with both addresses already absorbed, and the destination as sendmmsg
-    wants it."""
+    the keyed hash with both addresses already absorbed, the destination as sendmmsg
+    wants it, and the host's state."""
 
     batch: rawsock.SendBatch
     template: SynTemplate
@@ -179,10 +241,18 @@ class _Route:
     peer_int: int
     hasher: hashlib.blake2b
     sockaddr: ctypes.Array[ctypes.c_char]
+    host: _Host
 
 
 def default_policy(options: EngineOptions, rate: float | None) -> TimingPolicy:
-    """nmap's -T3 with ``options.timeout`` as initial and highest probe timeout."""
+    """The scan's policy (``options.timing``: the -T template and the user's overrides),
+    else nmap's -T3 with ``options.timeout`` as initial and highest probe timeout. ``rate``
+    is --max-rate where the policy has none."""
+    if options.timing is not None:
+        policy = options.timing
+        if policy.max_rate is None and rate is not None:
+            policy = policy.override(max_rate=rate)
+        return policy
     timeout = options.timeout
     return TimingPolicy(
         initial_rtt_timeout=timeout,
@@ -252,7 +322,9 @@ class SynEngine:
                 exhausted = scan.step(source, exhausted)
                 while done:
                     yield done.popleft()
-                if exhausted and not scan.pending and not scan.in_flight:
+                if exhausted and scan.idle():
+                    while done:
+                        yield done.popleft()
                     return
                 await scan.wait(exhausted)
                 self.closed = scan.closed
@@ -288,8 +360,16 @@ class _SynScan:
         self.templates: dict[IPAddress, SynTemplate] = {}
         self.local6: dict[bytes, bytes] = {}  # IPv6 peer -> our address for it
         self.in_flight: dict[tuple[bytes, int], _InFlight] = {}
+        # Probes whose last try timed out, waiting for a retry or on a bench: a late answer
+        # still decides them (as in nmap), until the retry goes out.
+        self.timed_out: dict[tuple[bytes, int], _InFlight] = {}
         self.expiry: deque[tuple[float, tuple[bytes, int], int]] = deque()
-        self.pending: deque[tuple[Probe, int]] = deque()  # retries, then back-pressured
+        self.hosts: dict[IPAddress, _Host] = {}
+        self.waiting: deque[_Host] = deque()  # hosts with a backlog, served in turn
+        self.held = 0  # probes in all backlogs
+        self.throttled = 0  # hosts whose probes wait for their window and send delay
+        self.benched: set[_Host] = set()  # hosts with a bench
+        self._release_due = -math.inf  # when a waiting host may send next (-inf: now)
         self.done: deque[Result] = deque()
         self.sent = 0
         self.closed = 0
@@ -308,32 +388,109 @@ class _SynScan:
     # -- sending ---------------------------------------------------------------------------
 
     def _send_burst(self, source: Iterator[Probe], exhausted: bool, now: float) -> bool:
-        """Send up to ``BURST`` probes, in batches the pacer and window allow; return
-        ``exhausted``. Retries go first."""
-        pacer, in_flight, pending, unit = self.pacer, self.in_flight, self.pending, self.unit
+        """Send up to ``BURST`` probes, in batches the pacer allows; return ``exhausted``.
+        Backlogged probes go first, as their hosts allow; then fresh ones, those of
+        throttled hosts going to their backlogs instead."""
+        pacer, in_flight, unit = self.pacer, self.in_flight, self.unit
         budget = BURST
-        while budget > 0 and (pending or not exhausted):
+        while budget > 0 and (self.waiting or not exhausted):
             room = min(unit, budget, self.limit - len(in_flight))
             clock = time.monotonic()  # the clock of this very batch, or bursts bunch up
             if room <= 0 or pacer.delay(clock) > 0:
                 break
-            pacer.consume(clock)
+            pacer.consume(clock)  # a token spent on a short or empty batch: harmless
             probes: list[Probe] = []
             tries: list[int] = []
-            while pending and len(probes) < room:
-                probe, tried = pending.popleft()
-                probes.append(probe)
-                tries.append(tried)
+            if self.waiting:
+                self._release(probes, tries, room, clock)
             wanted = room - len(probes)
-            if wanted and not exhausted:
+            if wanted and not exhausted and self.held < MAX_BACKLOG:
+                first = len(probes)
                 probes.extend(islice(source, wanted))
-                fresh = len(probes) - len(tries)
+                fresh = len(probes) - first
                 tries.extend(repeat(0, fresh))
-                exhausted = fresh < wanted  # a token spent on a short batch: harmless
-            if not self._send_batch(probes, tries, now):
+                exhausted = fresh < wanted
+                if self.throttled:
+                    self._hold_throttled(probes, tries, first)
+            if not probes or not self._send_batch(probes, tries, now):
                 break
             budget -= len(probes)
         return exhausted
+
+    def _release(self, probes: list[Probe], tries: list[int], room: int, now: float) -> None:
+        """Move backlogged probes into the batch being built, up to ``room`` in all: all of
+        an unthrottled host's, a throttled host's as its window and send delay allow. Notes
+        in ``_release_due`` when a host left waiting may send next."""
+        waiting, due = self.waiting, math.inf
+        for _ in range(len(waiting)):
+            if len(probes) >= room:
+                due = -math.inf
+                break
+            host = waiting.popleft()
+            backlog = host.backlog
+            assert backlog  # a waiting host has a backlog
+            timing = self.timing.host(host.address, now) if host.throttled else None
+            released = 0
+            while backlog and len(probes) < room:
+                probe, tried = backlog[0]
+                if tried and (host.peer, probe.port) not in self.timed_out:
+                    backlog.popleft()  # a late answer decided it
+                    self.held -= 1
+                    continue
+                if timing is not None:
+                    wait = timing.send_delay(now, host.in_flight + released)
+                    if wait is None:  # the window is full: an answer or timeout frees it
+                        break
+                    if wait > 0:
+                        due = min(due, now + wait)
+                        break
+                    timing.on_send(now)
+                backlog.popleft()
+                probes.append(probe)
+                tries.append(tried)
+                released += 1
+            self.held -= released
+            if backlog:
+                waiting.append(host)
+                if timing is None:
+                    due = -math.inf
+        self._release_due = due
+
+    def _hold(self, host: _Host, pending: Pending, *, first: bool = False) -> None:
+        """Put a probe into its host's backlog (at the head with ``first``)."""
+        backlog = host.backlog
+        if backlog is None:
+            backlog = host.backlog = deque()
+        if not backlog:
+            self.waiting.append(host)
+        if first:
+            backlog.appendleft(pending)
+        else:
+            backlog.append(pending)
+        self.held += 1
+        self._release_due = -math.inf  # the next pass finds out when it may go
+
+    def _hold_throttled(self, probes: list[Probe], tries: list[int], first: int) -> None:
+        """Move the probes from index ``first`` on whose hosts are throttled into their
+        backlogs, keeping the others in order."""
+        hosts, keep = self.hosts, first
+        for i in range(first, len(probes)):
+            probe = probes[i]
+            host = hosts.get(probe.host)
+            if host is not None and host.throttled:
+                self._hold(host, (probe, tries[i]))
+            else:
+                probes[keep], tries[keep] = probe, tries[i]
+                keep += 1
+        del probes[keep:], tries[keep:]
+
+    def _host(self, address: IPAddress) -> _Host:
+        host = self.hosts.get(address)
+        if host is None:
+            throttled = self.timing.policy.scan_delay > 0
+            host = self.hosts[address] = _Host(address, address.packed, throttled)
+            self.throttled += throttled
+        return host
 
     def _send_batch(self, probes: list[Probe], tries: list[int], now: float) -> bool:
         """Send try ``tries[i]`` (0: the first) of each ``probes[i]``; False on back-pressure,
@@ -342,7 +499,7 @@ class _SynScan:
         The hot loop of the engine: per SYN one hash, one ``pack_into``, one in-flight entry
         and one expiry entry; what depends on the route only is looked up when it changes.
         """
-        in_flight, expiry, done = self.in_flight, self.expiry, self.done
+        in_flight, expiry, done, timed_out = self.in_flight, self.expiry, self.done, self.timed_out
         low, top, ports, mask = self.sports.start, len(self.sports) - 1, _PORTS.pack, 0xFFFFFFFF
         batch: rawsock.SendBatch | None = None
         runs: list[tuple[int, _Route]] = []  # (first slot, route) of each run of one route
@@ -361,15 +518,17 @@ class _SynScan:
                 if route.batch is not batch:  # another address family: its own socket
                     if batch is not None and not self._flush(batch, n, runs):
                         for later in reversed(range(i, len(probes))):
-                            self.pending.appendleft((probes[later], tries[later]))
+                            back = probes[later]
+                            self._hold(self._host(back.host), (back, tries[later]), first=True)
                         return False
                     batch, runs, n = route.batch, [], 0
                 runs.append((n, route))
-                hasher, pack, peer, peer_int = (
+                hasher, pack, peer, peer_int, owner = (
                     route.hasher,
                     route.template.pack_into,
                     route.peer,
                     route.peer_int,
+                    route.host,
                 )
                 local, buffer, slot = route.local, batch.buffer, batch.slot
             sport = low + (tried if tried < top else top)
@@ -378,7 +537,9 @@ class _SynScan:
             seq = int.from_bytes(digest.digest(), "big")
             pack(buffer, n * slot, peer_int, sport, port, seq)
             key = (peer, port)
-            in_flight[key] = (probe, tried + 1, now, ((seq + 1) & mask) << 16 | sport, local)
+            if tried:
+                timed_out.pop(key, None)
+            in_flight[key] = (probe, tried + 1, now, ((seq + 1) & mask) << 16 | sport, local, owner)
             expiry.append((now, key, tried + 1))
             n += 1
         return batch is None or self._flush(batch, n, runs)
@@ -388,6 +549,8 @@ class _SynScan:
         in-flight and expiry entries are the last ``count`` made. False on back-pressure."""
         for (first, route), stop in zip(runs, [*(run[0] for run in runs[1:]), count], strict=True):
             batch.address(first, stop, route.sockaddr, route.template.size)
+            route.host.in_flight += stop - first
+            route.host.sent += stop - first
         start = 0
         while start < count:
             try:
@@ -408,10 +571,19 @@ class _SynScan:
         in_flight, expiry = self.in_flight, self.expiry
         if isinstance(exc, BlockingIOError) or exc.errno in BACKPRESSURE:
             for _ in range(unsent):  # the last expiry entries are theirs
-                probe, tries = in_flight.pop(expiry.pop()[1])[:2]
-                self.pending.appendleft((probe, tries - 1))
+                key = expiry.pop()[1]
+                entry = in_flight.pop(key)
+                entry[5].in_flight -= 1
+                entry[5].sent -= 1
+                if entry[1] > 1:
+                    self.timed_out[key] = entry
+                self._hold(entry[5], (entry[0], entry[1] - 1), first=True)
             return False
-        probe, tries = in_flight.pop(expiry[-unsent][1])[:2]  # its expiry entry: skipped
+        entry = in_flight.pop(expiry[-unsent][1])  # its expiry entry: skipped
+        probe, tries = entry[0], entry[1]
+        entry[5].in_flight -= 1
+        entry[5].sent -= 1
+        entry[5].lost.pop(probe.port, None)
         verdict = CONNECT_ERRORS.get(exc.errno or 0)
         if verdict is None:
             raise ScanError(f"sending a SYN to {probe.host} port {probe.port}: {exc}") from exc
@@ -443,6 +615,7 @@ class _SynScan:
         route = _Route(
             self.senders[host.version], template, local.packed, host.packed, int(host),
             self.matcher.hasher_for(local.packed, host.packed), rawsock.sockaddr(host),
+            self._host(host),
         )  # fmt: skip
         if host.version == 6:
             self.local6[host.packed] = local.packed
@@ -472,12 +645,15 @@ class _SynScan:
         ``AnswerMatcher.ipv4``'s checks, in one ``unpack`` for a 20-byte IP header (any
         other goes to it). An answer to a probe in flight is checked against the ack and
         our port and address kept with it; only one that differs (an answer to an earlier
-        try, or a forgery) has its cookie computed.
+        try, or a forgery) has its cookie computed. A closed port only counted, of a host
+        timing has no need to hear from (``_decide``'s own shortcut), is decided here.
         """
-        self._now, before = time.monotonic(), len(self.in_flight)
+        now = self._now = time.monotonic()
+        before = len(self.in_flight)
         buffer, slot, size, head = batch.buffer, batch.slot, batch.size, _HEAD4.unpack_from
         low, high, matcher = self.sports.start, self.sports.stop, self.matcher
-        get = self.in_flight.get
+        in_flight = self.in_flight
+        get, late, count_only, closed = in_flight.get, self.timed_out.get, not self.keep_closed, 0
         while True:
             lengths = batch.lengths(batch.receive())
             for i, length in enumerate(lengths):
@@ -506,13 +682,26 @@ class _SynScan:
                 key = (peer, port)
                 entry = get(key)
                 if entry is None:
-                    continue  # already decided: a duplicate, or an answer after the timeout
+                    entry = late(key)
+                    if entry is None:
+                        continue  # already decided: a duplicate, or a forgery
                 kept = (ack << 16 | sport) == entry[3] and local == entry[4]
                 if not kept and ack != (matcher.cookie(local, peer, sport, port) + 1) & 0xFFFFFFFF:
+                    continue
+                if (
+                    count_only
+                    and reason is Reason.RESET
+                    and not entry[5].watched
+                    and now - self._last_sample < SAMPLE_INTERVAL
+                ):
+                    del in_flight[key]
+                    entry[5].in_flight -= 1
+                    closed += 1
                     continue
                 self._decide(key, entry, sport - low, state, reason, ttl)
             if len(lengths) < size:
                 break
+        self.closed += closed
         self._wake_up(before)
 
     def _read_icmp4(self, sock: socket.socket) -> None:
@@ -558,7 +747,7 @@ class _SynScan:
     ) -> None:
         """A validated answer from ``(peer, port)`` to our ``sport`` (-1: unknown, ICMP)."""
         key = (peer, port)
-        entry = self.in_flight.get(key)
+        entry = self.in_flight.get(key) or self.timed_out.get(key)
         if entry is None:
             return  # already decided: a duplicate, or an answer after the last timeout
         tryno = entry[1] - 1 if sport < 0 else sport - self.sports.start
@@ -574,17 +763,22 @@ class _SynScan:
         ttl: int | None,
     ) -> None:
         """The probe ``entry`` (in flight under ``key``) was answered by its try ``tryno``
-        (0: the first): its port is decided, and an RTT sample may go to timing."""
-        del self.in_flight[key]
-        probe, tries, sent = entry[0], entry[1], entry[2]
+        (0: the first): its port is decided, and the answer may go to timing."""
+        probe, tries, sent, host = entry[0], entry[1], entry[2], entry[5]
+        if self.in_flight.pop(key, None) is None:
+            del self.timed_out[key]  # a late answer: the entry in a backlog or bench is void
+        else:
+            host.in_flight -= 1
         now = self._now
         exact = tryno == tries - 1 and tries <= len(self.sports)
-        if tryno or now - self._last_sample >= SAMPLE_INTERVAL:
+        if host.watched:  # a retry, or an answer to one, comes only after a timeout
+            self._watched_answer(host, probe.port, tries, tryno, sent, exact, state)
+        elif now - self._last_sample >= SAMPLE_INTERVAL:
             self._last_sample = now
-            total = len(self.in_flight)
             self.timing.on_answer(
-                probe.host, sent=sent, now=now, host_in_flight=total, total_in_flight=total,
-                tryno=tryno, ambiguous=not exact, icmp_error=state is State.FILTERED,
+                probe.host, sent=sent, now=now, host_in_flight=host.in_flight,
+                total_in_flight=len(self.in_flight), tryno=tryno, ambiguous=not exact,
+                icmp_error=state is State.FILTERED,
             )  # fmt: skip
         if state is State.CLOSED and not self.keep_closed:
             self.closed += 1
@@ -594,10 +788,45 @@ class _SynScan:
                    rtt=now - sent if exact else None, tries=tries, reason_ttl=ttl)
         )  # fmt: skip
 
+    def _watched_answer(
+        self, host: _Host, port: int, tries: int, tryno: int, sent: float, exact: bool,
+        state: State,
+    ) -> None:  # fmt: skip
+        """Timing's share of an answer from a host that has lost or left unanswered a probe:
+        every answer counts, a drop may throttle the host, and its bench may settle."""
+        now = self._now
+        if tries > 1:
+            host.free.pop(port, None)
+            lost = host.lost.pop(port, sent)  # when the try that timed out was sent
+            if tryno:
+                # A drop counts against the host's send delay and window only if the
+                # lost try went out after the last boost or decrease (nmap compares
+                # ``prevSent``), or the retries of a throttled host, each answer a drop,
+                # would boost it forever. Timing takes one send time: it gets the lost
+                # try's, and no RTT sample (Karn's rule).
+                sent, exact = lost, False
+                host.drops += state is not State.FILTERED
+            elif tryno == tries - 2 and tries <= len(self.sports):
+                # The try that timed out was answered after all: its RTT is known, and
+                # without it a host slower than the group's timeout would never get one.
+                sent, exact = lost, True
+        self.timing.on_answer(
+            host.address, sent=sent, now=now, host_in_flight=host.in_flight,
+            total_in_flight=len(self.in_flight), tryno=tryno, ambiguous=not exact,
+            icmp_error=state is State.FILTERED,
+        )  # fmt: skip
+        delay = self.timing.host(host.address, now).boosted_delay
+        if delay > host.delay:
+            host.delay, host.boosted_at = delay, now
+        if not host.throttled:
+            self._throttle_if_congested(host, now)
+        if host.bench:
+            self._settle_if_quiet(host, now)
+
     # -- timeouts and waiting --------------------------------------------------------------
 
     def _expire(self, now: float) -> None:
-        """Retry or give up on probes whose timeout passed, oldest first.
+        """Retry, bench or give up on probes whose timeout passed, oldest first.
 
         ``expiry`` is in send order; entries of answered (or re-sent) probes are skipped. A
         host whose timeout shrank may wait for an older probe of a slower host: at most the
@@ -610,27 +839,108 @@ class _SynScan:
             if entry is None or entry[1] != tries:
                 expiry.popleft()
                 continue
-            probe = entry[0]
+            probe, host = entry[0], entry[5]
             if now - sent < timing.probe_timeout(probe.host, now):
                 return
             expiry.popleft()
             del in_flight[key]
-            total = len(in_flight)
-            timing.on_timeout(probe.host, sent=sent, now=now, host_in_flight=total,
-                              total_in_flight=total)  # fmt: skip
-            if tries <= timing.host(probe.host, now).retries_allowed:
-                self.pending.appendleft((probe, tries))
+            host.in_flight -= 1
+            host.timeouts += 1
+            host.watched = True
+            timing.on_timeout(probe.host, sent=sent, now=now, host_in_flight=host.in_flight,
+                              total_in_flight=len(in_flight))  # fmt: skip
+            host.lost[probe.port] = sent
+            self.timed_out[key] = entry
+            if host.throttled and sent < host.boosted_at:
+                free = host.free.get(probe.port, 0)
+                if free <= timing.policy.max_retries:
+                    host.free[probe.port] = free + 1
+            if tries - host.free.get(probe.port, 0) <= self._allowed(host, now):
+                self._hold(host, (probe, tries), first=True)
             else:
+                host.bench.append((probe, tries))
+                self.benched.add(host)
+            self._settle_if_quiet(host, now)
+
+    def _allowed(self, host: _Host, now: float) -> int:
+        """Retransmissions a silent port of ``host`` may get now: timing's allowance
+        (nmap's), or enough that at the host's loss an answering port is silent through
+        all its tries with probability ``SILENT_THROUGH_ALL``; never above --max-retries.
+
+        The loss is the share of answers that were drops, by Laplace's rule of succession
+        (a host with few answers has shown little); until two drops are seen it adds at
+        most one retry to timing's, so hosts that answer much keep nmap's allowance.
+        """
+        allowed = self.timing.host(host.address, now).retries_allowed
+        answers = max(0, host.sent - host.in_flight - host.timeouts)
+        loss = min((host.drops + 1) / (answers + 2), 0.5)
+        needed = math.ceil(math.log(SILENT_THROUGH_ALL) / math.log(loss)) - 1
+        if host.drops < 2:
+            needed = min(needed, allowed + 1)
+        return max(allowed, min(needed, self.timing.policy.max_retries))
+
+    def _throttle_if_congested(self, host: _Host, now: float) -> None:
+        """Throttle a host whose drops show that the rate sends it more than it answers:
+        a large share of its answers were drops, or timing boosted its send delay."""
+        drops, answers = host.drops, host.sent - host.in_flight - host.timeouts
+        if (drops >= MIN_DROPS and drops >= DROP_SHARE * answers) or self.timing.host(
+            host.address, now
+        ).delay_between_sends > 0:
+            host.throttled = True
+            self.throttled += 1
+            free = host.free
+            for probe, tries in chain(host.backlog or (), host.bench):
+                free[probe.port] = tries
+            for entry in self.in_flight.values():
+                if entry[5] is host:
+                    free[entry[0].port] = entry[1] - 1  # its last try is judged at its timeout
+
+    def _settle_if_quiet(self, host: _Host, now: float) -> None:
+        """Decide benched ports once the host is quiet (or the bench is long): retry those
+        the host's allowance, which may have grown meanwhile, still covers; call the rest
+        filtered (nmap's probe bench)."""
+        bench = host.bench
+        if not bench or ((host.in_flight or host.backlog) and len(bench) < MAX_BENCH):
+            return
+        allowed = self._allowed(host, now)
+        host.bench = []
+        self.benched.discard(host)
+        for probe, tries in bench:
+            key = (host.peer, probe.port)
+            if key not in self.timed_out:
+                continue  # a late answer decided it
+            if tries - host.free.get(probe.port, 0) <= allowed:
+                self._hold(host, (probe, tries))
+            else:
+                del self.timed_out[key]
+                host.lost.pop(probe.port, None)
+                host.free.pop(probe.port, None)
                 self.done.append(
                     Result(host=probe.host, port=probe.port, state=State.FILTERED,
                            reason=Reason.NO_RESPONSE, tries=tries)
                 )  # fmt: skip
 
+    def idle(self) -> bool:
+        """Nothing in flight, waiting or benched: every probe taken is decided. Settles
+        the benches first, every host being quiet when nothing is in flight."""
+        if self.in_flight or self.waiting:
+            return False
+        now = time.monotonic()
+        for host in list(self.benched):
+            self._settle_if_quiet(host, now)
+        return not self.waiting
+
     def _next_event(self, now: float, exhausted: bool) -> float:
-        """Seconds until something is due: a send the pacer allows, or a timeout."""
+        """Seconds until something is due: a send the pacer and the hosts allow, or a
+        timeout."""
         waits = [0.05]  # a ceiling: re-check even if nothing seems due
-        if (self.pending or not exhausted) and len(self.in_flight) < self.limit:
-            waits.append(self.pacer.delay(now))
+        if len(self.in_flight) < self.limit:
+            if not exhausted and self.held < MAX_BACKLOG:
+                due = now
+            else:
+                due = self._release_due if self.waiting else math.inf
+            if due < math.inf:
+                waits.append(max(self.pacer.delay(now), due - now))
         if self.expiry:
             sent, key, _tries = self.expiry[0]
             entry = self.in_flight.get(key)
