@@ -7,6 +7,11 @@ still in progress get a writer callback and a timer, and the ``ScanTiming`` of
 ``portscout.timing`` decides how many may be in flight per host and in all, how long each
 may take (RFC 6298 estimate per host), and how often a silent port is retried.
 
+A try that timed out is not abandoned: its socket is kept, and watched, until the next
+try of the same port times out in turn (or, for a last try, until the bench settles). A
+timeout that proved a little short (a busy machine, a jittery link) then costs a
+retransmission, never a wrong "filtered".
+
 Retries follow nmap's probe bench: a port whose tries reached the host's allowed retries
 is held until the host has nothing in flight, since an answer to another port's
 retransmission may still raise the allowance (the host has shown loss); only then is it
@@ -59,6 +64,7 @@ class _Attempt:
     sent: float
     tries: int
     timer: asyncio.TimerHandle | None = None
+    retried_as: _Attempt | None = None  # the next try of this port, once it was sent
 
 
 @dataclass(slots=True)
@@ -105,6 +111,10 @@ class _Scheduler:
         self.paced = bool(policy.max_rate or policy.min_rate or policy.scan_delay)
         self.limit = options.max_in_flight  # the descriptor budget
         self.in_flight: dict[int, _Attempt] = {}
+        # Tries that timed out but are still listened to, by descriptor and by probe.
+        self.lingering: dict[int, _Attempt] = {}
+        self.lingering_probes: dict[Probe, _Attempt] = {}
+        self.answered_late: set[Probe] = set()  # decided by a lingering try: skip retries
         self.hosts: dict[IPAddress, _Host] = {}
         self.waiting: deque[IPAddress] = deque()  # hosts with a backlog, in turn
         self.backlog_size = 0
@@ -126,6 +136,9 @@ class _Scheduler:
             while host.backlog and self._may_send(address, host):
                 probe, tries = host.backlog.popleft()
                 self.backlog_size -= 1
+                if tries and probe in self.answered_late:
+                    self.answered_late.discard(probe)
+                    continue
                 if not self._send(probe, tries, host):
                     break
             if host.backlog:
@@ -134,7 +147,7 @@ class _Scheduler:
         last_address: IPAddress | None = None
         last_host: _Host | None = None
         while not exhausted and self.backlog_size < MAX_BACKLOG:
-            if len(self.in_flight) >= self.limit:
+            if len(self.in_flight) + len(self.lingering) >= self.limit:
                 break
             fresh = next(source, None)
             if fresh is None:
@@ -159,7 +172,7 @@ class _Scheduler:
 
     def _may_send(self, address: IPAddress, host: _Host) -> bool:
         total = len(self.in_flight)
-        if total >= self.limit:
+        if total + len(self.lingering) >= self.limit:
             return False
         if not total and not self.paced and not host.timing.boosted_delay:
             return True  # empty windows have room, and no delay applies: loopback's path
@@ -206,8 +219,14 @@ class _Scheduler:
                 try:
                     sock.getpeername()
                 except OSError:  # ENOTCONN: the handshake is under way
-                    self._watch(_Attempt(probe, sock, now, tries), host)
+                    attempt = _Attempt(probe, sock, now, tries)
+                    earlier = self.lingering_probes.get(probe) if tries > 1 else None
+                    if earlier is not None:
+                        earlier.retried_as = attempt
+                    self._watch(attempt, host)
                     return True
+        if tries > 1:
+            self._drop_lingering(probe)
         try:
             if code in BACKPRESSURE:
                 self._shrink()
@@ -279,9 +298,64 @@ class _Scheduler:
             icmp_error=code not in (0, errno.ECONNREFUSED, errno.ECONNRESET),
         )
 
+    def _drop_lingering(self, probe: Probe) -> None:
+        """Stop listening to an earlier try of ``probe`` (a later one decided or expired)."""
+        earlier = self.lingering_probes.pop(probe, None)
+        if earlier is not None:
+            fd = earlier.sock.fileno()
+            del self.lingering[fd]
+            self.loop.remove_writer(fd)
+            earlier.sock.close()
+
+    def _linger(self, attempt: _Attempt) -> None:
+        self._drop_lingering(attempt.probe)
+        self.lingering[attempt.sock.fileno()] = attempt
+        self.lingering_probes[attempt.probe] = attempt
+
+    def _on_late_answer(self, fd: int) -> None:
+        """An earlier try answered after its timeout: it decides; its retry is withdrawn."""
+        attempt = self.lingering.pop(fd)
+        del self.lingering_probes[attempt.probe]
+        self.loop.remove_writer(fd)
+        probe, sock = attempt.probe, attempt.sock
+        host = self.hosts[probe.host]
+        tries = attempt.tries
+        later = attempt.retried_as
+        if later is not None:
+            tries = later.tries
+            if (
+                later.sock.fileno() in self.in_flight
+                and self.in_flight[later.sock.fileno()] is later
+            ):
+                self._finish(later.sock.fileno())
+                later.sock.close()
+        elif probe in {p for p, _ in host.bench}:
+            host.bench = [(p, t) for p, t in host.bench if p != probe]
+        else:
+            self.answered_late.add(probe)  # its retry still waits in the backlog
+        try:
+            code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+            if code in BACKPRESSURE:
+                return
+            rtt = time.monotonic() - attempt.sent
+            self._answered(probe.host, host, attempt.sent, attempt.tries, code)
+            if code == 0:
+                self.done.append(connected_result(sock, probe, rtt, tries))
+            else:
+                self.done.append(error_result(code, probe, rtt, tries))
+        finally:
+            sock.close()
+        self._notify()
+        self._settle_if_quiet(probe.host, host)
+
     def _on_writable(self, fd: int) -> None:
+        if fd in self.lingering:
+            self._on_late_answer(fd)
+            return
         attempt, host = self._finish(fd)
         probe, sock = attempt.probe, attempt.sock
+        if attempt.tries > 1:
+            self._drop_lingering(probe)
         rtt = time.monotonic() - attempt.sent
         try:
             code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
@@ -299,7 +373,8 @@ class _Scheduler:
 
     def _on_timeout(self, fd: int) -> None:
         attempt, host = self._finish(fd)
-        attempt.sock.close()
+        self.loop.add_writer(fd, self._on_writable, fd)  # still listened to, see _linger
+        self._linger(attempt)
         address = attempt.probe.host
         self.timing.on_timeout(
             address,
@@ -326,6 +401,7 @@ class _Scheduler:
             if tries <= allowed:
                 self._defer(address, host, (probe, tries))
             else:
+                self._drop_lingering(probe)
                 self.done.append(
                     Result(
                         host=probe.host,
@@ -381,5 +457,7 @@ class _Scheduler:
     def close_all(self) -> None:
         for fd in list(self.in_flight):
             self._finish(fd)[0].sock.close()
+        for probe in list(self.lingering_probes):
+            self._drop_lingering(probe)
         if self._timer is not None:
             self._timer.cancel()
