@@ -403,12 +403,25 @@ def test_host_retries_grow_after_loss_up_to_max_retries() -> None:
     host = HostTiming(TimingPolicy(max_retries=4), started=0.0)
     assert host.retries_allowed == 1  # a host that never lost a probe: one retransmission
     host.on_answer(sent=1.0, now=1.1, in_flight=0, tryno=1)
-    assert host.retries_allowed == 2
+    assert host.retries_allowed == 3  # nmap's 2, and one more: 1 answer shows little
     host.on_answer(sent=2.0, now=2.1, in_flight=0, tryno=3)
     assert host.retries_allowed == 4
     host.on_answer(sent=3.0, now=3.1, in_flight=0, tryno=4)
     assert host.retries_allowed == 4
     assert HostTiming(TimingPolicy(max_retries=0), started=0.0).retries_allowed == 0
+
+
+def test_host_loss_shown_sets_the_retries() -> None:
+    """At 10.4% loss per try (21/202 by Laplace), 6 tries keep p(silent) under 1e-5."""
+    host = HostTiming(TimingPolicy(), started=0.0)
+    for i in range(200):
+        host.on_answer(sent=float(i), now=i + 0.01, in_flight=0, tryno=1 if i % 10 == 0 else 0)
+    assert not host.congested
+    assert host.retries_allowed == 5
+    quiet = HostTiming(TimingPolicy(), started=0.0)
+    for i in range(1000):
+        quiet.on_answer(sent=float(i), now=i + 0.01, in_flight=0)
+    assert quiet.retries_allowed == 1  # much answered, nothing lost: nmap's allowance
 
 
 def test_host_random_loss_is_not_congestion() -> None:
@@ -454,7 +467,8 @@ def test_host_silence_from_filtered_ports_is_not_a_drop() -> None:
 def test_host_icmp_error_to_retransmission_does_not_slow_down() -> None:
     host = HostTiming(TimingPolicy(), started=0.0)
     host.on_answer(sent=1.0, now=1.2, in_flight=9, tryno=2, icmp_error=True)
-    assert (host.window.drops, host.retries_allowed, host.rtt.samples) == (0, 1, 1)
+    # nmap's 1 retry, plus 1 while the host has answered too little to trust its loss
+    assert (host.window.drops, host.retries_allowed, host.rtt.samples) == (0, 2, 1)
 
 
 def test_rate_limited_resets_end_closed_not_filtered() -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "TimingPolicy",
     "TokenBucket",
     "behind_min_rate",
+    "loss_retries",
     "parse_duration",
     "parse_template",
 ]
@@ -60,6 +61,9 @@ _INITIAL_SSTHRESH = 75
 # a host that rate-limits its RSTs (most answers come on retries) is slowed down at once.
 _LOSS_ALPHA = 1 / 16
 _CONGESTION_SHARE = 0.25
+# Also beyond nmap: a silent port gets enough tries that, at the loss its host has shown,
+# an answering port stays silent through all of them with at most this probability.
+_SILENT_THROUGH_ALL = 1e-5
 _SLOW_INCR = 1.0
 _CC_SCALE_MAX = 50.0
 _GROUP_DROP_CWND_DIVISOR = 2.0
@@ -248,6 +252,20 @@ class TimingPolicy:
                     merged[high], changed = lo, True
                     given.add(high)
         return replace(self, **merged)
+
+
+def loss_retries(base: int, *, losses: int, answers: int, max_retries: int) -> int:
+    """Retries for a silent port: ``base`` (nmap's allowance), or enough that at the loss
+    shown (``losses`` of ``answers`` came only to a retransmission) an answering port is
+    silent through every try with probability at most _SILENT_THROUGH_ALL; never above
+    ``max_retries``. The loss is estimated by Laplace's rule of succession (little shown,
+    little trusted); until two losses are seen it adds at most one retry to ``base``, and
+    none to a host that never answered (likely all filtered)."""
+    loss = min((losses + 1) / (answers + 2), 0.5)
+    needed = math.ceil(math.log(_SILENT_THROUGH_ALL) / math.log(loss)) - 1
+    if losses < 2:
+        needed = min(needed, base + 1 if answers else base)
+    return max(base, min(needed, max_retries))
 
 
 def behind_min_rate(*, min_rate: float | None, sent: int, started: float, now: float) -> bool:
@@ -454,6 +472,7 @@ class HostTiming:
         "_last_sent",
         "answers",
         "boosted_delay",
+        "late_answers",
         "late_share",
         "max_successful_tryno",
         "policy",
@@ -472,6 +491,7 @@ class HostTiming:
         self.sent = self.answers = self.timeouts = 0
         self.boosted_delay = 0.0
         self.late_share = 0.0  # running share of answers that came to a retransmission
+        self.late_answers = 0  # answers that came only to a retransmission
         self._last_sent: float | None = None
         self._last_boost = -math.inf
         self._good_since_boost = self._bad_since_boost = 0
@@ -483,9 +503,22 @@ class HostTiming:
 
     @property
     def retries_allowed(self) -> int:
-        """Retransmissions a silent port may get now: ``max(1, highest try number that
-        was answered + 1)``, capped at --max-retries (nmap's ``allowedTryno``). A host
-        that never lost a probe gets 1; each loss later repaired by a retry raises it."""
+        """Retransmissions a silent port may get now, at most --max-retries: nmap's
+        ``allowedTryno`` (``max(1, highest try number answered + 1)``: a host that never
+        lost a probe gets 1, each loss repaired by a retry raises it), or more where the
+        loss the host has shown makes that many too few (_SILENT_THROUGH_ALL), or all of
+        them while the host is congested."""
+        return loss_retries(
+            self.nmap_retries_allowed,
+            losses=self.late_answers,
+            answers=self.answers,
+            max_retries=self.policy.max_retries,
+        )
+
+    @property
+    def nmap_retries_allowed(self) -> int:
+        """nmap's allowance alone (or every retry while congested), for engines that keep
+        their own loss counts and apply ``loss_retries`` themselves."""
         if self.late_share > _CONGESTION_SHARE:
             # Most answers come only to retransmissions: the host drops (rate limits) more
             # than chance explains, so a silent port gets every retry --max-retries allows.
@@ -543,6 +576,7 @@ class HostTiming:
         if icmp_error and tryno > 0:
             return
         self.late_share += _LOSS_ALPHA * ((1.0 if tryno > 0 else 0.0) - self.late_share)
+        self.late_answers += tryno > 0
         if tryno > 0 and self.congested:
             self.window.on_drop(in_flight, sent=sent, now=now)
             self._count_for_delay(dropped=sent > self._last_boost, now=now)

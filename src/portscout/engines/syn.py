@@ -37,7 +37,7 @@ How a scan runs (masscan's design, nmap's timing):
   until the host has nothing in flight or waiting, since a late answer to a retransmission
   may still raise the allowance; then it is retried or called filtered. The allowance is
   timing's, or more where the host's share of drops says an answering port could still be
-  silent (``SILENT_THROUGH_ALL``). A timed-out probe stays answerable until its retry goes
+  silent (``timing.loss_retries``). A timed-out probe stays answerable until its retry goes
   out: a late answer decides it, and gives the RTT sample a slow host would otherwise lack.
 * Source: per target, the address the routing table picks (``rawsock.source_address``) and
   a block of ``SOURCE_PORTS`` ports the kernel will not use (``rawsock.claim_source_ports``).
@@ -81,7 +81,7 @@ from portscout.packets import (
 )
 from portscout.plan import Probe
 from portscout.results import IPAddress, Reason, Result, State
-from portscout.timing import ScanTiming, TimingPolicy, TokenBucket
+from portscout.timing import ScanTiming, TimingPolicy, TokenBucket, loss_retries
 
 DEFAULT_RATE: Final = 300_000.0  # packets/s per engine: loopback keeps up, answers are not lost
 BURST: Final = 128  # sends per event-loop turn, and the token bucket's depth
@@ -97,10 +97,6 @@ MAX_BENCH: Final = 1024  # a bench this long is settled even while its host has 
 # random loss of a few percent stays well below, a rate limit the scan outruns far above.
 DROP_SHARE: Final = 0.25
 MIN_DROPS: Final = 8
-# Beyond timing's allowance, a host gives its silent ports enough tries that an answering
-# port stays silent through all of them with at most this probability, at the loss it has
-# shown (within --max-retries): ``_SynScan._allowed``.
-SILENT_THROUGH_ALL: Final = 1e-5
 _COOKIE_PERSON: Final = b"portscout.syn"  # packets.syn_cookie's; checked in AnswerMatcher
 _PORTS = struct.Struct("!HH")
 _IP_FIELDS = struct.Struct("!HxxHxB")  # total length, flags+fragment offset, protocol (at 2)
@@ -863,21 +859,15 @@ class _SynScan:
             self._settle_if_quiet(host, now)
 
     def _allowed(self, host: _Host, now: float) -> int:
-        """Retransmissions a silent port of ``host`` may get now: timing's allowance
-        (nmap's), or enough that at the host's loss an answering port is silent through
-        all its tries with probability ``SILENT_THROUGH_ALL``; never above --max-retries.
-
-        The loss is the share of answers that were drops, by Laplace's rule of succession
-        (a host with few answers has shown little); until two drops are seen it adds at
-        most one retry to timing's, so hosts that answer much keep nmap's allowance.
-        """
-        allowed = self.timing.host(host.address, now).retries_allowed
-        answers = max(0, host.sent - host.in_flight - host.timeouts)
-        loss = min((host.drops + 1) / (answers + 2), 0.5)
-        needed = math.ceil(math.log(SILENT_THROUGH_ALL) / math.log(loss)) - 1
-        if host.drops < 2:
-            needed = min(needed, allowed + 1)
-        return max(allowed, min(needed, self.timing.policy.max_retries))
+        """Retransmissions a silent port of ``host`` may get now: ``timing.loss_retries``
+        over nmap's allowance, with this engine's own counts (its fast path answers
+        without telling timing)."""
+        return loss_retries(
+            self.timing.host(host.address, now).nmap_retries_allowed,
+            losses=host.drops,
+            answers=max(0, host.sent - host.in_flight - host.timeouts),
+            max_retries=self.timing.policy.max_retries,
+        )
 
     def _throttle_if_congested(self, host: _Host, now: float) -> None:
         """Throttle a host whose drops show that the rate sends it more than it answers:
