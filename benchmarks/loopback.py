@@ -135,8 +135,19 @@ def full_scan_tools(workdir: Path, floors: dict[str, Path], quick: bool) -> list
     ]  # fmt: skip
     for engine in ENGINES:
         label = f"portscout {engine}" + (" (default connect)" if engine == CONNECT_ENGINE else "")
-        n = 1 if engine in SLOW_ENGINES else reps(3)
+        n = 1 if engine in SLOW_ENGINES else reps(5)
         tools.append(portscout_tool(label, engine, "1-65535", workdir, reps=n))
+    tools.extend(  # the same without the history database
+        portscout_tool(
+            f"portscout {engine} --no-db",
+            engine,
+            "1-65535",
+            workdir,
+            reps=reps(5),
+            extra=("--no-db",),
+        )
+        for engine in ("async", "syn")
+    )
     return tools
 
 
@@ -235,7 +246,7 @@ def study_table(tools: Sequence[Tool], expected: frozenset[int]) -> list[str]:
 def goals(tools: Sequence[Tool], expected: frozenset[int]) -> dict[str, object]:
     """The issue's goals for the full loopback scan, judged on this run."""
     floor = best(next(t for t in tools if t.is_floor and t.kind == "connect").runs).wall
-    default = next(t for t in tools if t.name.endswith("(default)"))
+    default = next(t for t in tools if t.name.endswith("(default connect)"))
     engines = [t for t in tools if t.name.startswith("portscout")]
     ratio_ = best(default.runs).wall / floor
     rss_mb = max(m.peak_rss_kb for m in default.runs) / 1024
@@ -321,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     with tempfile.TemporaryDirectory(prefix="portscout-bench-") as tmp:
         workdir = Path(tmp)
+        os.environ["XDG_DATA_HOME"] = str(workdir)  # scan history of the runs goes here
         floors = build_floors(workdir)
         launcher = build_launcher(workdir)
         full = full_scan_tools(workdir, floors, args.quick)
