@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.output.table import TableWriter
+from portscout.ports import service_names
 from portscout.results import State
 from portscout.scanner import Scan, ScanConfig, drive
 
@@ -93,7 +94,7 @@ def run_demo(argv: Sequence[str]) -> int:
 
 def _scan_and_print(config: ScanConfig, expected: list[int] | None) -> int:
     scan = Scan(config)
-    table = TableWriter(sys.stdout)
+    table = TableWriter(sys.stdout, service_names=service_names())
     table.start(scan.meta)
     for batch in drive(scan):
         for result in batch:
