@@ -14,13 +14,13 @@ serve = listeners  # (address, port) -> mode: accept, banner or accept-close
 
 
 @contextlib.contextmanager
-def nft_rules(*rules: str) -> Iterator[None]:
-    """Output-hook rules in a private table of this namespace, removed afterwards."""
-    table = "portscout_test"
+def nft_rules(*rules: str, hook: str = "output") -> Iterator[None]:
+    """Rules on ``hook`` in a private table of this namespace, removed afterwards."""
+    table = f"portscout_test_{hook}"
     commands = [
         f"add table inet {table}",
-        f"add chain inet {table} out {{ type filter hook output priority 0; }}",
-        *(f"add rule inet {table} out {rule}" for rule in rules),
+        f"add chain inet {table} c {{ type filter hook {hook} priority 0; }}",
+        *(f"add rule inet {table} c {rule}" for rule in rules),
     ]
     subprocess.run(["nft", "-f", "-"], input="\n".join(commands) + "\n", text=True, check=True)
     try:

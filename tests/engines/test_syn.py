@@ -10,8 +10,7 @@ import contextlib
 import os
 import socket
 import struct
-import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from ipaddress import IPv4Address, ip_address
 
 import pytest
@@ -27,7 +26,7 @@ from portscout.packets import ACK, RST, SYN, build_ipv4_syn, checksum, match_ipv
 from portscout.plan import ScanPlan
 from portscout.results import Reason, Result, State
 from portscout.targets import parse_targets
-from tests.engines.conftest import serve
+from tests.engines.conftest import nft_rules, serve
 
 KEY = 0x5EED
 SECRET = scan_secret(KEY)
@@ -172,20 +171,9 @@ def scan(
     return found
 
 
-@contextlib.contextmanager
-def input_rules(*rules: str) -> Iterator[None]:
-    """Input-hook rules in a private table of this namespace, removed afterwards."""
-    table = "portscout_syn_test"
-    commands = [
-        f"add table inet {table}",
-        f"add chain inet {table} in {{ type filter hook input priority 0; }}",
-        *(f"add rule inet {table} in {rule}" for rule in rules),
-    ]
-    subprocess.run(["nft", "-f", "-"], input="\n".join(commands) + "\n", text=True, check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["nft", "delete", "table", "inet", table], check=False)
+def input_rules(*rules: str) -> contextlib.AbstractContextManager[None]:
+    """Input-hook rules (the SYN engine's answers come back through input)."""
+    return nft_rules(*rules, hook="input")
 
 
 def opened(found: dict[int, Result]) -> list[int]:
