@@ -5,6 +5,8 @@
 >>> report.open_ports()                                   # doctest: +SKIP
 """
 
+from typing import TYPE_CHECKING
+
 from portscout._version import __version__
 from portscout.errors import (
     OptionError,
@@ -17,7 +19,22 @@ from portscout.errors import (
     UsageError,
 )
 from portscout.results import Protocol, Reason, Report, Result, State
-from portscout.scanner import ScanConfig, ascan, iscan, scan
+
+if TYPE_CHECKING:
+    from portscout.scanner import ScanConfig, ascan, iscan, scan
+
+_SCANNER_NAMES = frozenset({"ScanConfig", "ascan", "iscan", "scan"})
+
+
+def __getattr__(name: str) -> object:
+    """The scanner (asyncio, engines, sockets) is imported on first use, not with the
+    package: the command line starts faster, and Ctrl-C during start-up is caught."""
+    if name in _SCANNER_NAMES:
+        from portscout import scanner
+
+        return getattr(scanner, name)
+    raise AttributeError(f"module 'portscout' has no attribute '{name}'")
+
 
 __all__ = [
     "OptionError",

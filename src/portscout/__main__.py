@@ -2,6 +2,6 @@
 
 import sys
 
-from portscout.cli import main
+from portscout._entry import main
 
 sys.exit(main())

@@ -14,7 +14,9 @@ import logging
 import os
 import resource
 import secrets
+import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -317,9 +319,12 @@ def iscan(
 
 
 def drive(scan: Scan) -> Iterator[list[Result]]:
-    """Run ``scan`` on a private event loop, handing out each batch as it completes."""
+    """Run ``scan`` on a private event loop, handing out each batch as it completes.
+
+    Ctrl-C raises KeyboardInterrupt here, after the batch found so far is handed out.
+    """
     runner = asyncio.Runner(loop_factory=loop_factory())
-    with runner:
+    with runner, _sigint_cancels(runner):
         batches = scan.batches()
         try:
             while True:
@@ -327,12 +332,43 @@ def drive(scan: Scan) -> Iterator[list[Result]]:
                     batch = runner.run(anext(batches))
                 except StopAsyncIteration:
                     return
-                except KeyboardInterrupt:
+                except (KeyboardInterrupt, asyncio.CancelledError):
                     yield scan.take_unflushed()  # found before Ctrl-C: keep them
-                    raise
+                    raise KeyboardInterrupt from None
                 yield batch
         finally:
             runner.run(batches.aclose())
+
+
+@contextlib.contextmanager
+def _sigint_cancels(runner: asyncio.Runner) -> Iterator[None]:
+    """Turn Ctrl-C into a cancellation of the scan's tasks, delivered by the loop.
+
+    asyncio.Runner's own handler raises KeyboardInterrupt wherever the main thread happens
+    to be, which can be inside uvloop's internals and leave the loop unusable ("this event
+    loop is already running"); a cancellation arrives at an await, where cleanup works.
+    Only in the main thread, and only over Python's default handler.
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        loop = runner.get_loop()
+        loop.call_soon_threadsafe(cancel_all, loop)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def scan(
