@@ -10,7 +10,8 @@ from ipaddress import ip_address
 
 from portscout.output import Writer
 from portscout.output.grepable import GrepableWriter
-from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State
+from portscout.results import IPAddress, Result, ScanMeta, State
+from tests.output.conftest import drive, results_for
 
 STARTED = 1_700_000_000.0
 FINISHED = STARTED + 0.05
@@ -18,11 +19,6 @@ SERVICES = {22: "ssh", 80: "http"}
 LOCAL4 = ip_address("127.0.0.1")
 LOCAL6 = ip_address("::1")
 BENCH = ip_address("198.18.3.4")
-ANSWER = {
-    State.OPEN: Reason.SYN_ACK,
-    State.CLOSED: Reason.CONN_REFUSED,
-    State.FILTERED: Reason.NO_RESPONSE,
-}
 HOST_LINE = re.compile(r"^Host: (?P<addr>\S+) \((?P<name>[^)]*)\)\t(?P<rest>.*)$")
 PORT_FIELD = re.compile(r"(\d+)/([a-z|]+)/(\w+)/([^/]*)/([^/]*)/([^/]*)/([^/]*)/")
 
@@ -40,30 +36,12 @@ def make_meta(ports: Iterable[int], hostnames: Mapping[IPAddress, str] | None = 
     )
 
 
-def results_for(
-    host: IPAddress, ports: Iterable[int], states: Mapping[int, State], default: State
-) -> list[Result]:
-    return [
-        Result(
-            host=host, port=p, state=states.get(p, default), reason=ANSWER[states.get(p, default)]
-        )
-        for p in ports
-    ]
-
-
 def render(
     meta: ScanMeta, results: Iterable[Result], *, interrupted: bool = False, **options: object
 ) -> str:
     out = io.StringIO()
     writer = GrepableWriter(out, **options)  # type: ignore[arg-type]  # test-only splat
-    report = Report(engine=meta.engine, key=meta.key, started=meta.started)
-    writer.start(meta)
-    for result in results:
-        report.add(result)
-        writer.add(result)
-    report.finished = FINISHED
-    report.interrupted = interrupted
-    writer.finish(report)
+    drive(writer, meta, results, finished=FINISHED, interrupted=interrupted)
     return out.getvalue()
 
 

@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from portscout.output.nmap_xml import (
     ignore_limit,
     load_service_names,
 )
-from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State
+from portscout.results import Reason, Report, Result, ScanMeta, State
+from tests.output.conftest import drive, results_for
 
 STARTED = 1_700_000_000.0
 FINISHED = STARTED + 2.5
@@ -31,12 +32,6 @@ SERVICES = {22: "ssh", 80: "http", 443: "https"}
 LOCAL4 = ip_address("127.0.0.1")
 LOCAL6 = ip_address("::1")
 BENCH = ip_address("198.18.0.7")
-
-ANSWER = {
-    State.OPEN: Reason.SYN_ACK,
-    State.CLOSED: Reason.CONN_REFUSED,
-    State.FILTERED: Reason.NO_RESPONSE,
-}
 
 
 def meta_for(ports: Iterable[int], **extra: object) -> ScanMeta:
@@ -53,22 +48,6 @@ def meta_for(ports: Iterable[int], **extra: object) -> ScanMeta:
     return ScanMeta(**fields)  # type: ignore[arg-type]  # test-only keyword splat
 
 
-def results_for(
-    host: IPAddress,
-    ports: Iterable[int],
-    states: Mapping[int, State],
-    default: State = State.CLOSED,
-) -> list[Result]:
-    out = []
-    for port in ports:
-        state = states.get(port, default)
-        rtt = 0.0002 if state is not State.FILTERED else None
-        out.append(
-            Result(host=host, port=port, state=state, reason=ANSWER[state], rtt=rtt, tries=1)
-        )
-    return out
-
-
 def render(
     meta: ScanMeta,
     results: Iterable[Result],
@@ -79,14 +58,7 @@ def render(
     """Drive a writer through start/add/finish as the scanner does; return the document."""
     out = io.StringIO()
     writer = NmapXmlWriter(out, clock=lambda: STARTED + 1, **options)  # type: ignore[arg-type]
-    report = Report(engine=meta.engine, key=meta.key, started=meta.started)
-    writer.start(meta)
-    for result in results:
-        report.add(result)
-        writer.add(result)
-    report.finished = FINISHED
-    report.interrupted = interrupted
-    writer.finish(report)
+    drive(writer, meta, results, finished=FINISHED, interrupted=interrupted)
     return out.getvalue()
 
 

@@ -329,7 +329,7 @@ class _Scheduler:
             ):
                 self._finish(later.sock.fileno())
                 later.sock.close()
-        elif probe in {p for p, _ in host.bench}:
+        elif any(p == probe for p, _ in host.bench):
             host.bench = [(p, t) for p, t in host.bench if p != probe]
         else:
             self.answered_late.add(probe)  # its retry still waits in the backlog

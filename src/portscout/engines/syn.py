@@ -89,7 +89,6 @@ SEND_BATCH: Final = 64  # SYNs per sendmmsg(2) at most
 RECEIVE_BATCH: Final = 64  # answers per recvmmsg(2) at most
 SOURCE_PORTS: Final = 16  # one block per engine; the offset in it is the try number
 SAMPLE_INTERVAL: Final = 0.001  # seconds between RTT samples fed to timing
-MIN_RTT_TIMEOUT: Final = 0.1
 ROUTE_CACHE: Final = 4096  # routes remembered; beyond, the cache starts afresh
 MAX_BACKLOG: Final = 4096  # probes held for their hosts in all; beyond, no fresh ones are pulled
 MAX_BENCH: Final = 1024  # a bench this long is settled even while its host has probes out
@@ -241,22 +240,12 @@ class _Route:
 
 
 def default_policy(options: EngineOptions, rate: float | None) -> TimingPolicy:
-    """The scan's policy (``options.timing``: the -T template and the user's overrides),
-    else nmap's -T3 with ``options.timeout`` as initial and highest probe timeout. ``rate``
-    is --max-rate where the policy has none."""
-    if options.timing is not None:
-        policy = options.timing
-        if policy.max_rate is None and rate is not None:
-            policy = policy.override(max_rate=rate)
-        return policy
-    timeout = options.timeout
-    return TimingPolicy(
-        initial_rtt_timeout=timeout,
-        min_rtt_timeout=min(MIN_RTT_TIMEOUT, timeout),
-        max_rtt_timeout=timeout,
-        max_retries=options.max_retries,
-        max_rate=rate,
-    )
+    """The scan's policy (``EngineOptions.policy``), with ``rate`` as --max-rate where the
+    policy has none."""
+    policy = options.policy()
+    if policy.max_rate is None and rate is not None:
+        policy = policy.override(max_rate=rate)
+    return policy
 
 
 def send_pacer(rate: float | None) -> tuple[TokenBucket, int]:
