@@ -305,6 +305,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (about half)")
     p.add_argument("--json", metavar="FILE", help="also write every raw figure to FILE")
+    p.add_argument(
+        "--only",
+        metavar="NAMES",
+        help="comma-separated substrings: run only the portscout rows whose name has one"
+        " (floors and nmap always run; the study table is skipped)",
+    )
     return p.parse_args(argv)
 
 
@@ -337,9 +343,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         launcher = build_launcher(workdir)
         full = full_scan_tools(workdir, floors, args.quick)
         study = study_tools(workdir)
+        if args.only:
+            wanted = args.only.split(",")
+            full = [t for t in full if t.is_floor or t.name.startswith("nmap")
+                    or any(w in t.name for w in wanted)]  # fmt: skip
+            study = []
         with listeners({("127.0.0.1", p): mode for p, mode in LISTENERS.items()}, lifetime=3600.0):
             run_rounds(full, "1-65535", launcher)
-            run_rounds(study, "30000-65535", launcher)
+            if study:
+                run_rounds(study, "30000-65535", launcher)
     info["loadavg_end"] = loadavg()
     info["expected_open"] = sorted(expected)
     info["goals"] = goals(full, expected)

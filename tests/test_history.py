@@ -167,3 +167,20 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
     assert "\x1b" not in quiet
     assert stats.splitlines()[-1].startswith("Stats: ")
     assert "101/101 probes (100.0%)" in stats
+
+
+@pytest.mark.parametrize("engine", ["async", "syn"])
+def test_scan_split_over_processes_records_every_port(tmp_path: Path, engine: str) -> None:
+    """Worker processes hand closed ports to the history compactly (no result each); the
+    stored scan still has every port, so that a resume skips every answered probe."""
+    db = tmp_path / "history.db"
+    with serve({("127.0.0.1", 7001): "accept", ("127.0.0.1", 19999): "accept"}):
+        argv = ["127.0.0.1", "-p", "1-20000", "--engine", engine, "--processes", "2", "-q"]
+        assert main([*argv, "--db", str(db)]) == 0
+    states = _states(db, 1)
+    assert len(states) == 20000
+    assert sorted(p for p, s in states.items() if s == "open") == [7001, 19999]
+    assert sum(s == "closed" for s in states.values()) == 19998
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT n_closed, probes_sent FROM scan").fetchone()
+    assert stored == (19998, 20000)

@@ -300,7 +300,7 @@ def run_scan(
     """Run one scan (or the rest of ``resume``, which found ``prior``) with its writers,
     its history record in ``store`` and its progress monitors; returns the exit code."""
     if store is not None:  # a resume must know which probes closed ports answered
-        config = dataclasses.replace(config, keep_closed=True)
+        config = dataclasses.replace(config, record_closed=True)
     scan = Scan(config)
     names = service_names()
     with contextlib.ExitStack() as files:
@@ -346,7 +346,7 @@ def _drive_scan(
             for stream in streams:
                 stream.flush()  # whole lines on disk as the scan goes: tail -f works
             if recorder is not None:
-                recorder.add(batch, report.probes_sent - sent)
+                recorder.add(batch, report.probes_sent - sent, scan.take_closed())
                 sent = report.probes_sent
             for monitor in monitors:
                 monitor.update(sum(report.counts.values()), batch, scan.plan.size)
@@ -358,14 +358,14 @@ def _drive_scan(
         for monitor in monitors:
             monitor.finish()
         if recorder is not None:
-            recorder.add((), report.probes_sent - sent)
+            recorder.add((), report.probes_sent - sent, scan.take_closed())
             recorder.close(status, report.finished or time.time())
     return code, status
 
 
 # -- the scan history -------------------------------------------------------------------
 
-_UNRECORDED = frozenset({"done", "keep_closed"})
+_UNRECORDED = frozenset({"done", "keep_closed", "record_closed"})
 
 
 def config_record(scan: Scan) -> dict[str, object]:

@@ -7,6 +7,7 @@ Core module: imports only the standard library and ``errors``.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
@@ -82,6 +83,19 @@ class Result(NamedTuple):
             "tries": self.tries,
             "reason_ttl": self.reason_ttl,
         }
+
+
+class ClosedPorts(NamedTuple):
+    """Closed ports of one host that share a reason, without a ``Result`` each.
+
+    A full scan's bulk: 65530 closed ports of one host travel from a worker process to the
+    history database as one of these (an array of ports) instead of 65530 results.
+    """
+
+    host: IPAddress
+    reason: Reason
+    ports: Sequence[int]
+    protocol: Protocol = Protocol.TCP
 
 
 @dataclass(slots=True, kw_only=True)

@@ -26,12 +26,12 @@ from portscout._version import __version__
 from portscout.engines import create_engine
 from portscout.engines.base import EngineOptions
 from portscout.engines.discovery import discover
-from portscout.engines.processes import run_sharded
+from portscout.engines.processes import ClosedAs, run_sharded
 from portscout.engines.rawsock import raw_sockets_allowed
 from portscout.errors import OptionError, TargetError
 from portscout.plan import HostList, Probe, ScanPlan
 from portscout.ports import parse_ports, top_ports
-from portscout.results import IPAddress, Report, Result, ScanMeta
+from portscout.results import ClosedPorts, IPAddress, Report, Result, ScanMeta
 from portscout.targets import Resolver, parse_targets
 from portscout.timing import TimingPolicy
 
@@ -70,6 +70,9 @@ class ScanConfig:
     key: int | None = None  # the permutation key; None: a fresh secret one
     randomize: bool = True
     keep_closed: bool = True  # stream closed results too (the iterator APIs want them)
+    # Without keep_closed: still collect closed ports compactly (``Scan.take_closed``), as
+    # the history database needs them to resume; else large scans only count them.
+    record_closed: bool = False
     args: tuple[str, ...] = field(default_factory=tuple)
     discovery: bool = True  # ping hosts first, scan only those up (-Pn: False)
     ping_only: bool = False  # -sn: discovery only, no port scan
@@ -160,6 +163,7 @@ class Scan:
         self.plan = ScanPlan.create(self.targets, self.ports, key, randomized=config.randomize)
         self.processes = self._choose_processes()
         self._unflushed: list[Result] = []
+        self._closed: list[ClosedPorts] = []
         fd_budget = (raise_fd_limit() - FD_RESERVE) // self.processes
         wanted = config.max_in_flight or fd_budget
         if wanted < 1:
@@ -241,6 +245,13 @@ class Scan:
         batch, self._unflushed = self._unflushed, []
         return batch
 
+    def take_closed(self) -> list[ClosedPorts]:
+        """Closed ports counted in the report but in no batch, collected since the last
+        call (``record_closed`` without ``keep_closed``, on a scan split over processes;
+        a scan in one process hands every result out in its batches)."""
+        closed, self._closed = self._closed, []
+        return closed
+
     def _choose_processes(self) -> int:
         requested = self.config.processes
         if requested is not None:
@@ -268,14 +279,23 @@ class Scan:
                     yield batch
             else:
                 shards = self.plan.shards(self.processes)
-                async for closed, results in run_sharded(
+                config = self.config
+                closed_as: ClosedAs = (
+                    "results"
+                    if config.keep_closed
+                    else "ports"
+                    if config.record_closed
+                    else "count"
+                )
+                async for closed, results, closed_ports in run_sharded(
                     self.plan,
                     shards,
                     self.engine.name,
                     self.options,
-                    keep_closed=self.config.keep_closed,
+                    closed_as=closed_as,
                     skip=self.config.done,
                 ):
+                    self._closed.extend(closed_ports)
                     report.count_closed(closed)
                     report.probes_sent += closed  # a closed port is decided by its first try
                     for result in results:

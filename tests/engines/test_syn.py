@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from portscout.engines import ENGINES, rawsock
 from portscout.engines.async_connect import AsyncConnectEngine
 from portscout.engines.base import Engine, EngineOptions
-from portscout.engines.processes import run_sharded
+from portscout.engines.processes import ClosedAs, run_sharded
 from portscout.engines.syn import BURST, AnswerMatcher, SynEngine, scan_secret
 from portscout.packets import ACK, RST, SYN, build_ipv4_syn, checksum, match_ipv4, tcp_checksum
 from portscout.plan import ScanPlan
@@ -361,8 +361,8 @@ def test_sharded_workers_each_see_only_their_answers(monkeypatch: pytest.MonkeyP
 
     async def collect() -> list[Result]:
         out: list[Result] = []
-        async for _closed, batch in run_sharded(
-            plan, plan.shards(2), "syn", FAST, keep_closed=True
+        async for _closed, batch, _ports in run_sharded(
+            plan, plan.shards(2), "syn", FAST, closed_as="results"
         ):
             out.extend(batch)
         return out
@@ -387,24 +387,37 @@ def test_closed_ports_counted_not_yielded() -> None:
 
 @pytest.mark.netns
 @pytest.mark.usefixtures("isolated")
-def test_sharded_workers_count_closed_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``run_sharded(keep_closed=False)`` with the syn engine: the workers count closed
-    ports in the engine, and the counts add up to every port not open."""
+@pytest.mark.parametrize("closed_as", ["count", "ports"])
+def test_sharded_workers_count_closed_ports(
+    monkeypatch: pytest.MonkeyPatch, closed_as: ClosedAs
+) -> None:
+    """``run_sharded`` with the syn engine and closed ports not as results: the counts add
+    up to every port not open, and ``"ports"`` hands each closed port out once, compactly."""
     monkeypatch.setitem(ENGINES, "syn", SynEngine)
     listening = [22, 45678]
     plan = ScanPlan.create(parse_targets(["127.0.0.1"]), range(1, 65536), KEY)
 
-    async def collect() -> tuple[int, list[Result]]:
-        closed, out = 0, []
-        async for count, batch in run_sharded(plan, plan.shards(2), "syn", FAST, keep_closed=False):
+    async def collect() -> tuple[int, list[Result], list[int]]:
+        closed, out, ports = 0, list[Result](), list[int]()
+        async for count, batch, groups in run_sharded(
+            plan, plan.shards(2), "syn", FAST, closed_as=closed_as
+        ):
             closed += count
             out.extend(batch)
-        return closed, out
+            for group in groups:
+                assert group.host == IPv4Address("127.0.0.1")
+                assert group.reason is Reason.RESET
+                ports.extend(group.ports)
+        return closed, out, ports
 
     with serve({("127.0.0.1", p): "accept" for p in listening}):
-        closed, results = asyncio.run(collect())
+        closed, results, ports = asyncio.run(collect())
     assert sorted(r.port for r in results) == listening
     assert closed == 65535 - len(listening)
+    if closed_as == "ports":
+        assert sorted(ports) == sorted(set(range(1, 65536)) - set(listening))
+    else:
+        assert ports == []
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root only: a capability could also allow it")

@@ -1,9 +1,12 @@
 """The default connect engine: non-blocking connect() on asyncio with nmap's timing.
 
-Per probe: ``socket(SOCK_NONBLOCK)``, ``connect_ex``, then ``SO_ERROR`` at once. On
-loopback and other fast paths the handshake (or the RST) has already been processed when
-connect() returns, so such ports are decided without touching the event loop. Probes
-still in progress get a writer callback and a timer, and the ``ScanTiming`` of
+Per probe: ``connect_ex`` on a non-blocking socket, then ``connect_ex`` again at once,
+which reports what happened meanwhile (0: connected, an errno: decided, EALREADY: still
+under way). On loopback and other fast paths the handshake (or the RST) has already been
+processed when connect() returns, so such ports are decided without touching the event
+loop, and a socket refused this way is unconnected again and serves the next probe: no
+``socket()`` and ``close()`` a closed port, which halves the kernel's cost of a loopback
+probe (9 us against 16 us here). Probes still in progress get a writer callback and a timer, and the ``ScanTiming`` of
 ``portscout.timing`` decides how many may be in flight per host and in all, how long each
 may take (RFC 6298 estimate per host), and how often a silent port is retried.
 
@@ -45,6 +48,12 @@ _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 # The C socket type: socket.socket's Python __init__ and close() cost 4 us a probe, and
 # these sockets never leave the engine.
 _new_socket = _socket.socket
+_EINPROGRESS = errno.EINPROGRESS
+_EALREADY = errno.EALREADY
+_ECONNREFUSED = errno.ECONNREFUSED
+# Sockets refused at once are reused: a refused connect() leaves the socket unconnected,
+# and skipping socket() and close() halves the kernel's cost of a loopback probe.
+MAX_SPARE = 8
 # Probes pulled from the stream but waiting for their host's window, in all hosts.
 MAX_BACKLOG = 4096
 # A bench this long is settled even while its host still has probes in flight.
@@ -119,6 +128,7 @@ class _Scheduler:
         self.waiting: deque[IPAddress] = deque()  # hosts with a backlog, in turn
         self.backlog_size = 0
         self.done: deque[Result] = deque()
+        self.spare: dict[int, list[_socket.socket]] = {socket.AF_INET: [], socket.AF_INET6: []}
         self._wake: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
@@ -200,33 +210,54 @@ class _Scheduler:
 
     def _send(self, probe: Probe, tries: int, host: _Host) -> bool:
         """Start one attempt; False when out of descriptors (the probe is backlogged)."""
-        try:
-            sock = _new_socket(host.family, _STREAM_NONBLOCK)
-        except OSError as exc:
-            if exc.errno not in BACKPRESSURE:
-                raise
-            self._shrink()
-            self._defer(probe.host, host, (probe, tries), first=True)
-            return False
+        spare = self.spare[host.family]
+        if spare:
+            sock = spare.pop()
+        else:
+            try:
+                sock = _new_socket(host.family, _STREAM_NONBLOCK)
+            except OSError as exc:
+                if exc.errno not in BACKPRESSURE:
+                    raise
+                self._shrink()
+                self._defer(probe.host, host, (probe, tries), first=True)
+                return False
         now = time.monotonic()
         if self.paced:
             self.timing.on_send(probe.host, now)
         tries += 1
-        code = sock.connect_ex((host.text, probe.port))
-        if code == errno.EINPROGRESS:
-            code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
-            if code == 0:
-                try:
-                    sock.getpeername()
-                except OSError:  # ENOTCONN: the handshake is under way
-                    attempt = _Attempt(probe, sock, now, tries)
-                    earlier = self.lingering_probes.get(probe) if tries > 1 else None
-                    if earlier is not None:
-                        earlier.retried_as = attempt
-                    self._watch(attempt, host)
-                    return True
+        target = (host.text, probe.port)
+        code = sock.connect_ex(target)
+        if code == _EINPROGRESS:
+            # Asked again, connect() reports what has happened since: 0 connected, an
+            # error (which also resets the socket for reuse), or EALREADY, still under way.
+            code = sock.connect_ex(target)
+            if code == _EALREADY:
+                attempt = _Attempt(probe, sock, now, tries)
+                earlier = self.lingering_probes.get(probe) if tries > 1 else None
+                if earlier is not None:
+                    earlier.retried_as = attempt
+                self._watch(attempt, host)
+                return True
         if tries > 1:
             self._drop_lingering(probe)
+        if code == _ECONNREFUSED:
+            if len(spare) < MAX_SPARE:
+                spare.append(sock)  # unconnected again, its source port released
+            else:
+                sock.close()
+            rtt = time.monotonic() - now
+            host.immediate += 1
+            if (
+                host.immediate <= IMMEDIATE_SAMPLES_FIRST
+                or host.immediate % IMMEDIATE_SAMPLE_EVERY == 0
+            ):
+                self._answered(probe.host, host, now, tries, code)
+            self.done.append(
+                Result(probe.host, probe.port, State.CLOSED, Reason.CONN_REFUSED, Protocol.TCP,
+                       rtt, tries)
+            )  # fmt: skip
+            return True
         try:
             if code in BACKPRESSURE:
                 self._shrink()
@@ -242,19 +273,7 @@ class _Scheduler:
             if code == 0:
                 self.done.append(connected_result(sock, probe, rtt, tries))
             else:
-                self.done.append(
-                    Result(
-                        probe.host,
-                        probe.port,
-                        State.CLOSED,
-                        Reason.CONN_REFUSED,
-                        Protocol.TCP,
-                        rtt,
-                        tries,
-                    )
-                    if code == errno.ECONNREFUSED
-                    else error_result(code, probe, rtt, tries)
-                )
+                self.done.append(error_result(code, probe, rtt, tries))
         finally:
             sock.close()
         return True
@@ -455,6 +474,10 @@ class _Scheduler:
             self._wake = None
 
     def close_all(self) -> None:
+        for spare in self.spare.values():
+            for sock in spare:
+                sock.close()
+            spare.clear()
         for fd in list(self.in_flight):
             self._finish(fd)[0].sock.close()
         for probe in list(self.lingering_probes):

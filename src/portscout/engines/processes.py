@@ -18,22 +18,27 @@ import os
 import pickle
 import signal
 import time
+from array import array
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv6Address
 from multiprocessing.context import ForkProcess
+from typing import Literal
 
 from portscout.engines.base import EngineOptions
 from portscout.errors import ScanError
 from portscout.permutation import Shard
 from portscout.plan import Probe, ScanPlan
-from portscout.results import IPAddress, Protocol, Reason, Result, State
+from portscout.results import ClosedPorts, IPAddress, Protocol, Reason, Result, State
 
+ClosedAs = Literal["results", "ports", "count"]
 PR_SET_PDEATHSIG = 1
 BATCH_SIZE = 4096
 BATCH_SECONDS = 0.05
 
 # (version, address as int, port, state, reason, rtt, tries, reason_ttl)
 Row = tuple[int, int, int, str, str, float | None, int, int | None]
+# Closed ports of a host with one reason: (version, address as int, reason, ports as 'H')
+ClosedRow = tuple[int, int, str, bytes]
 
 
 def _encode(result: Result) -> Row:
@@ -63,6 +68,14 @@ class _Decoder:
             self.hosts[version, address] = host
         return Result(host, port, _STATES[state], _REASONS[reason], Protocol.TCP, rtt, tries, ttl)
 
+    def closed(self, row: ClosedRow) -> ClosedPorts:
+        version, address, reason, ports = row
+        host = self.hosts.get((version, address))
+        if host is None:
+            host = IPv4Address(address) if version == 4 else IPv6Address(address)
+            self.hosts[version, address] = host
+        return ClosedPorts(host, _REASONS[reason], array("H", ports))
+
 
 def _worker(
     plan: ScanPlan,
@@ -70,7 +83,7 @@ def _worker(
     engine_name: str,
     options: EngineOptions,
     fd: int,
-    keep_closed: bool,
+    closed_as: ClosedAs,
     skip: frozenset[Probe],
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -81,25 +94,42 @@ def _worker(
 
     async def scan_shard() -> None:
         rows: list[Row] = []
+        groups: dict[tuple[IPAddress, Reason], array[int]] = {}
         closed = counted = 0  # counted: of the engine's own count of closed ports
         flushed = time.monotonic()
         engine = create_engine(engine_name)
-        counter = engine if isinstance(engine, SynEngine) and not keep_closed else None
+        counter = engine if isinstance(engine, SynEngine) and closed_as == "count" else None
         if counter is not None:
             counter.keep_closed = False  # counts closed ports itself: no Result for each
+        in_results = closed_as == "results"
+        grouped = closed_as == "ports"
+
+        def flush() -> None:
+            nonlocal rows, groups, closed, counted, flushed
+            if counter is not None:
+                closed, counted = closed + counter.closed - counted, counter.closed
+            closed_rows = [
+                (host.version, int(host), reason.value, ports.tobytes())
+                for (host, reason), ports in groups.items()
+            ]
+            frame = (closed, rows, closed_rows)
+            _send_frame(fd, pickle.dumps(frame, pickle.HIGHEST_PROTOCOL))
+            rows, groups, closed, flushed = [], {}, 0, time.monotonic()
+
         async for result in engine.run(plan.probes(shard, skip=skip), options):
-            if result.state is State.CLOSED and not keep_closed:
-                closed += 1
-            else:
+            if result.state is not State.CLOSED or in_results:
                 rows.append(_encode(result))
+            else:
+                closed += 1
+                if grouped:
+                    key = (result.host, result.reason)
+                    ports = groups.get(key)
+                    if ports is None:
+                        ports = groups[key] = array("H")
+                    ports.append(result.port)
             if len(rows) + closed >= BATCH_SIZE or time.monotonic() - flushed > BATCH_SECONDS:
-                if counter is not None:
-                    closed, counted = closed + counter.closed - counted, counter.closed
-                _send_frame(fd, pickle.dumps((closed, rows), pickle.HIGHEST_PROTOCOL))
-                rows, closed, flushed = [], 0, time.monotonic()
-        if counter is not None:
-            closed += counter.closed - counted
-        _send_frame(fd, pickle.dumps((closed, rows), pickle.HIGHEST_PROTOCOL))
+                flush()
+        flush()
 
     try:
         asyncio.run(scan_shard())
@@ -149,13 +179,15 @@ async def run_sharded(
     engine_name: str,
     options: EngineOptions,
     *,
-    keep_closed: bool,
+    closed_as: ClosedAs,
     skip: frozenset[Probe] = frozenset(),
-) -> AsyncIterator[tuple[int, list[Result]]]:
-    """Yield ``(closed_count, results)`` batches from one forked worker per shard.
+) -> AsyncIterator[tuple[int, list[Result], list[ClosedPorts]]]:
+    """Yield ``(closed_count, results, closed_ports)`` batches, one forked worker per shard.
 
-    With ``keep_closed`` false, closed ports are only counted (``closed_count``), which
-    spares the parent a Result per closed port; otherwise every result is in ``results``.
+    ``closed_as`` says how closed ports come back: as ``"results"`` like any other, as
+    ``"ports"`` (``ClosedPorts`` per host and reason, for the history database) or only
+    as a ``"count"``; ``closed_count`` counts those not in ``results``. Each spares the
+    parent (and the pipe) more work than the one before.
     """
     context = multiprocessing.get_context("fork")
     loop = asyncio.get_running_loop()
@@ -176,7 +208,7 @@ async def run_sharded(
             read_fd, write_fd = os.pipe()
             process = context.Process(
                 target=_worker,
-                args=(plan, shard, engine_name, options, write_fd, keep_closed, skip),
+                args=(plan, shard, engine_name, options, write_fd, closed_as, skip),
                 daemon=True,
             )
             process.start()
@@ -194,8 +226,8 @@ async def run_sharded(
             message = pickle.loads(data)
             if message[0] == "error":
                 raise ScanError(f"scan worker failed: {message[1]}")
-            closed, rows = message
-            yield closed, [decode(row) for row in rows]
+            closed, rows, closed_rows = message
+            yield closed, [decode(row) for row in rows], [decode.closed(r) for r in closed_rows]
     finally:
         for reader in readers:
             loop.remove_reader(reader.fd)
