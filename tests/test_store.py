@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import sqlite3
+from array import array
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from portscout.cli import config_from_record, config_record, main
 from portscout.errors import StoreError
 from portscout.output.progress import LiveProgress, StatsLines, clock_text
 from portscout.plan import Probe
-from portscout.results import Reason, Result, ScanMeta, State
+from portscout.results import ClosedPorts, Reason, Result, ScanMeta, State
 from portscout.scanner import Scan, ScanConfig
 from portscout.store import (
     APPLICATION_ID,
     Recorder,
     ScanStatus,
     Store,
+    _runs,
+    _unrun,
     default_path,
     diff_scans,
     rebuild_report,
@@ -294,3 +300,31 @@ def test_live_progress_prints_open_ports() -> None:
     assert "Discovered open port 8080/tcp on ::1" in text
     assert "23/tcp" not in text
     assert IPv6Address("::1")  # the bar itself is rich's business; its text is not pinned
+
+
+@given(st.sets(st.integers(0, 65535), max_size=300))
+def test_closed_port_runs_round_trip(ports: set[int]) -> None:
+    """Runs give back exactly the ports, and no two runs touch (each is maximal)."""
+    runs = _runs(ports)
+    assert list(_unrun(runs)) == sorted(ports)
+    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(runs))
+
+
+def test_closed_ports_as_groups_and_schema_1_rows(tmp_path: Path) -> None:
+    """Closed ports arrive as results or as ``ClosedPorts`` groups and come back the same;
+    rows written by schema 1 (JSON runs) still read after the upgrade to schema 2."""
+    path = tmp_path / "h.db"
+    with Store.open(path) as store:
+        scan_id = store.begin(_meta(), {"targets": ["127.0.0.1"]}, planned=7)
+        group = ClosedPorts(LOCAL, Reason.RESET, array("H", [9, 7, 65535]))
+        store.insert(scan_id, [_result(22, State.OPEN), _result(8, State.CLOSED)], 5, [group])
+        store.end(scan_id, ScanStatus.DONE, 1.7e9 + 2)
+    with sqlite3.connect(path) as db:  # make it look written by schema 1
+        db.execute("UPDATE closed SET ports = '[[1,3],[5,5]]', n = 4 WHERE n = 1")
+        db.execute("PRAGMA user_version = 1")
+    with Store.open(path) as store:
+        closed = sorted(r.port for r in store.results(scan_id) if r.state is State.CLOSED)
+        assert store.load(scan_id).probes_sent == 5
+    assert closed == [1, 2, 3, 5, 7, 9, 65535]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -23,10 +23,6 @@ from portscout._version import __version__
 from portscout.engines import engine_names
 from portscout.errors import OptionError, PortscoutError, StoreError, UsageError
 from portscout.output import Writer
-from portscout.output.csv_rows import CsvWriter
-from portscout.output.grepable import GrepableWriter
-from portscout.output.jsonl import JsonLinesWriter
-from portscout.output.nmap_xml import NmapXmlWriter
 from portscout.output.progress import LiveProgress, Monitor, StatsLines
 from portscout.output.table import TableWriter, summary_line
 from portscout.plan import Probe
@@ -217,6 +213,12 @@ def _wants_closed(args: argparse.Namespace) -> bool:
 
 
 def _make_writer(kind: str, stream: TextIO, names: dict[int, str], verbose: int) -> Writer:
+    # Imported here: a scan loads only the writers it uses (start-up time counts).
+    from portscout.output.csv_rows import CsvWriter
+    from portscout.output.grepable import GrepableWriter
+    from portscout.output.jsonl import JsonLinesWriter
+    from portscout.output.nmap_xml import NmapXmlWriter
+
     if kind == "json":
         return JsonLinesWriter(stream)
     if kind == "xml":
@@ -302,7 +304,8 @@ def run_scan(
     if store is not None:  # a resume must know which probes closed ports answered
         config = dataclasses.replace(config, record_closed=True)
     scan = Scan(config)
-    names = service_names()
+    named = not args.quiet or any(kind != "json" for kind, _ in _file_outputs(args))
+    names = service_names() if named else {}  # only the JSON lines have no service names
     with contextlib.ExitStack() as files:
         writers, streams, human = _open_writers(args, files, names)
         recorder = _recorder(store, scan, resume, prior)

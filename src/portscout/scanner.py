@@ -25,7 +25,6 @@ from ipaddress import ip_address
 from portscout._version import __version__
 from portscout.engines import create_engine
 from portscout.engines.base import EngineOptions
-from portscout.engines.discovery import discover
 from portscout.engines.processes import ClosedAs, run_sharded
 from portscout.engines.rawsock import raw_sockets_allowed
 from portscout.errors import OptionError, TargetError
@@ -229,6 +228,8 @@ class Scan:
 
     async def _discover(self) -> None:
         """Ping every target; re-plan the scan over the hosts that answered (same key)."""
+        from portscout.engines.discovery import discover  # imports the connect engine
+
         hosts = [self.targets[i] for i in range(self.targets.size)]
         options = replace(self.options, timing=self.policy)
         up = await discover(hosts, options, icmp=raw_sockets_allowed())

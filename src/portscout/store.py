@@ -25,10 +25,13 @@ Every sqlite3 error is translated here, once, into ``StoreError`` (one line, the
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
+import sys
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +54,8 @@ from portscout.results import (
 )
 
 APPLICATION_ID = 0x70536E48  # "pSnH": portscout history, in the SQLite header
-SCHEMA_VERSION = 1
+# 2: closed.ports holds packed 16-bit ports (a blob); schema 1 rows (JSON runs) still read.
+SCHEMA_VERSION = 2
 COMMIT_SECONDS = 1.0  # the most a crash may lose, while results keep arriving
 COMMIT_ROWS = 20_000  # or this many buffered rows, whichever comes first
 BUSY_SECONDS = 5.0
@@ -95,7 +99,7 @@ CREATE TABLE closed (              -- closed ports, the bulk of a scan, kept com
     host TEXT NOT NULL,            -- one row per host and reason in each commit
     protocol TEXT NOT NULL,
     reason TEXT NOT NULL,
-    ports TEXT NOT NULL,           -- JSON array of [first, last] runs
+    ports BLOB NOT NULL,           -- little-endian 16-bit ports (schema 1: JSON runs)
     n INTEGER NOT NULL
 );
 CREATE INDEX closed_scan ON closed (scan_id);
@@ -218,6 +222,8 @@ class Store:
             raise StoreError(f"'{path}' has schema {version}, newer than this portscout's")
         elif not readonly:
             db.execute("PRAGMA journal_mode=WAL")
+            if version < SCHEMA_VERSION:  # 1 -> 2: new rows pack their ports, old ones stay
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
 
@@ -272,8 +278,9 @@ class Store:
         """Add results, closed ports (and ``sent`` probes) in one transaction, counters
         included.
 
-        Closed ports are stored as runs per host and reason (``closed`` table), without
-        RTT, tries and TTL: a row each cost a full scan 0.3 s and 3.5 MB. The caller offers
+        Closed ports are stored packed per host and reason (``closed`` table), without
+        RTT, tries and TTL: a row each cost a full scan 0.3 s and 3.5 MB, JSON runs of
+        randomly ordered ports 0.05 s and 0.5 MB, packed ports 2 ms and 131 kB. The caller offers
         each result once (``Recorder.flush``).
         """
         counts = Counter(r.state for r in results)
@@ -308,7 +315,7 @@ class Store:
             self._db.executemany(
                 "INSERT INTO closed (scan_id, host, protocol, reason, ports, n)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(scan_id, *key, json.dumps(_runs(ports), separators=(",", ":")), len(ports))
+                [(scan_id, *key, _pack(ports), len(ports))
                  for key, ports in closed.items()],
             )  # fmt: skip
             self._db.execute(
@@ -383,7 +390,7 @@ class Store:
                     hosts[host] = ip_address(host)
                 address, proto, why = hosts[host], Protocol(protocol), Reason(reason)
                 out.extend(Result(host=address, protocol=proto, port=port, state=State.CLOSED,
-                                  reason=why) for port in _unrun(json.loads(ports)))  # fmt: skip
+                                  reason=why) for port in _unpack(ports))  # fmt: skip
         except (ValueError, TypeError) as exc:
             raise StoreError(f"scan {scan_id} in '{self.path}' is damaged: {exc}") from exc
         out.sort(key=lambda r: (r.host.version, int(r.host), r.port))
@@ -473,14 +480,37 @@ class Recorder:
 
 
 def _runs(ports: Iterable[int]) -> list[list[int]]:
-    """Sorted ports as ``[first, last]`` runs: a full range is one pair, not 65535 numbers."""
-    runs: list[list[int]] = []
-    for port in sorted(set(ports)):
-        if runs and runs[-1][1] == port - 1:
-            runs[-1][1] = port
-        else:
-            runs.append([port, port])
-    return runs
+    """Sorted ports as ``[first, last]`` runs: a full range is one pair, not 65535 numbers.
+
+    Comprehensions over pairs rather than a loop that extends runs: a full scan's 65530
+    closed ports cost 10 ms this way, 50 ms the other.
+    """
+    ordered = sorted(set(ports))
+    if not ordered:
+        return []
+    pairs = list(itertools.pairwise(ordered))
+    firsts = [ordered[0], *(b for a, b in pairs if b != a + 1)]
+    lasts = [*(a for a, b in pairs if b != a + 1), ordered[-1]]
+    return [[first, last] for first, last in zip(firsts, lasts, strict=True)]
+
+
+def _pack(ports: Iterable[int]) -> bytes:
+    packed = array("H", ports)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpack(stored: bytes | str) -> Iterable[int]:
+    """Packed ports (schema 2), or JSON runs (rows written by schema 1)."""
+    if isinstance(stored, str):
+        return _unrun(json.loads(stored))
+    if len(stored) % 2:
+        raise ValueError("packed ports of odd length")
+    packed = array("H", stored)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed
 
 
 def _unrun(runs: Iterable[Sequence[int]]) -> Iterator[int]:

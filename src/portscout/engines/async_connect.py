@@ -6,9 +6,10 @@ under way). On loopback and other fast paths the handshake (or the RST) has alre
 processed when connect() returns, so such ports are decided without touching the event
 loop, and a socket refused this way is unconnected again and serves the next probe: no
 ``socket()`` and ``close()`` a closed port, which halves the kernel's cost of a loopback
-probe (9 us against 16 us here). Probes still in progress get a writer callback and a timer, and the ``ScanTiming`` of
-``portscout.timing`` decides how many may be in flight per host and in all, how long each
-may take (RFC 6298 estimate per host), and how often a silent port is retried.
+probe (9 us against 16 us here). Probes still in progress get a writer callback and a
+timer, and the ``ScanTiming`` of ``portscout.timing`` decides how many may be in flight
+per host and in all, how long each may take (RFC 6298 estimate per host), and how often a
+silent port is retried.
 
 A try that timed out is not abandoned: its socket is kept, and watched, until the next
 try of the same port times out in turn (or, for a last try, until the bench settles). A

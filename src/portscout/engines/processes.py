@@ -18,6 +18,7 @@ import os
 import pickle
 import signal
 import time
+import typing
 from array import array
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv6Address
@@ -32,6 +33,16 @@ from portscout.results import ClosedPorts, IPAddress, Protocol, Reason, Result, 
 
 ClosedAs = Literal["results", "ports", "count"]
 PR_SET_PDEATHSIG = 1
+
+
+@typing.runtime_checkable
+class CountsClosed(typing.Protocol):
+    """An engine that can count closed ports instead of yielding a Result each (syn)."""
+
+    keep_closed: bool
+    closed: int
+
+
 BATCH_SIZE = 4096
 BATCH_SECONDS = 0.05
 
@@ -90,7 +101,6 @@ def _worker(
     libc = ctypes.CDLL(None, use_errno=True)  # libc is loaded: find_library runs ldconfig
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     from portscout.engines import create_engine
-    from portscout.engines.syn import SynEngine
 
     async def scan_shard() -> None:
         rows: list[Row] = []
@@ -98,9 +108,9 @@ def _worker(
         closed = counted = 0  # counted: of the engine's own count of closed ports
         flushed = time.monotonic()
         engine = create_engine(engine_name)
-        counter = engine if isinstance(engine, SynEngine) and closed_as == "count" else None
+        counter = engine if closed_as == "count" and isinstance(engine, CountsClosed) else None
         if counter is not None:
-            counter.keep_closed = False  # counts closed ports itself: no Result for each
+            counter.keep_closed = False
         in_results = closed_as == "results"
         grouped = closed_as == "ports"
 
