@@ -44,7 +44,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from harness import Measurement, build_launcher, measure
+from harness import Measurement, build_launcher, compile_package, measure
 
 from portscout.lab import DelayLineStats, Host, Lab
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
@@ -372,6 +372,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    compile_package()
     try:
         enter_private_netns()  # before any thread, lab or child process
         check_isolated()

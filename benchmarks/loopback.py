@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import Measurement, best, build_launcher, measure
+from harness import Measurement, best, build_launcher, compile_package, measure
 
 from portscout.demo import listeners
 from portscout.engines import CONNECT_ENGINE, ENGINES
@@ -331,6 +331,7 @@ def dump(path: str, info: dict[str, object], groups: dict[str, Sequence[Tool]]) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    compile_package()
     enter_namespace()  # before any thread, listener or child process
 
     expected = frozenset(LISTENERS)
