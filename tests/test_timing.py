@@ -436,16 +436,35 @@ def test_host_random_loss_is_not_congestion() -> None:
     assert (host.window.drops, host.window.cwnd) == (0, 31)
 
 
-def test_host_answers_mostly_to_retransmissions_is_a_drop() -> None:
+def test_host_answers_mostly_to_retransmissions_is_congested_and_paced() -> None:
+    """Most answers come to retransmissions: the host drops more than chance explains. It
+    gets every retry, and from then on its sends follow its answers (no window cut)."""
     host = HostTiming(TimingPolicy(), started=0.0)
     for i in range(20):
         host.on_answer(sent=float(i), now=i + 0.01, in_flight=5)
     for i in range(6):
         host.on_answer(sent=30.0 + i, now=30.01 + i, in_flight=30, tryno=1)
     assert host.congested
-    assert host.window.drops >= 1
-    assert host.window.cwnd < 30
+    assert host.paced
+    assert host.window.drops == 0
     assert host.retries_allowed == host.policy.max_retries  # silence now likely a drop
+    assert host.delay_between_sends > 0
+
+
+def test_paced_host_sends_a_little_faster_than_it_answers() -> None:
+    """A host that limits its RSTs to 50/s answers at 50/s however fast it is probed: once
+    congested, it is paced at 1.25 times that, not boosted by doublings."""
+    host = HostTiming(TimingPolicy(), started=0.0)
+    now = 0.0
+    for i in range(200):  # 200 answers at 50/s, the first 40 on first tries
+        now = i / 50
+        host.on_answer(sent=now - 0.04, now=now, in_flight=20, tryno=0 if i < 40 else 1)
+    assert host.paced
+    assert host.answer_rate == pytest.approx(50.0)
+    assert host.delay_between_sends == pytest.approx(1 / 62.5)
+    host.on_send(now)
+    assert host.send_delay(now, in_flight=0) == pytest.approx(1 / 62.5)
+
 
 
 def test_slow_templates_keep_nmaps_caution() -> None:
@@ -522,13 +541,13 @@ def test_host_frequent_drops_boost_send_delay_up_to_max() -> None:
     assert host.delay_between_sends == 0.0
     for i in range(16):  # 5 answers to retries make it congestion, then 11 drops count
         host.on_answer(sent=float(i), now=i + 0.1, in_flight=1, tryno=1)
-    assert host.delay_between_sends == 0.005
+    assert host.boosted_delay == 0.005
     for i in range(16, 27):
         host.on_answer(sent=float(i), now=i + 0.1, in_flight=1, tryno=1)
-    assert host.delay_between_sends == 0.01  # doubled, and -T4's --max-scan-delay
+    assert host.boosted_delay == 0.01  # doubled, and -T4's --max-scan-delay
     for i in range(27, 60):
         host.on_answer(sent=float(i), now=i + 0.1, in_flight=1, tryno=1)
-    assert host.delay_between_sends == 0.01
+    assert host.boosted_delay == 0.01  # nmap's boost, as the syn engine's throttling reads it
 
 
 def test_host_high_try_number_boosts_send_delay() -> None:
@@ -589,7 +608,8 @@ def test_scan_drop_stays_with_its_host() -> None:
     for i in range(10):
         scan.on_answer("a", sent=20.0 + i, now=20.1 + i, host_in_flight=4, total_in_flight=20,
                        tryno=1)  # fmt: skip
-    assert scan.host("a", 0.0).window.drops >= 1
+    assert scan.host("a", 0.0).delay_between_sends > 0  # paced at its answers
+    assert scan.host("b", 0.0).delay_between_sends == 0
     assert scan.window.drops == 0
     scan.on_timeout("b", sent=41.0, now=42.0, host_in_flight=0, total_in_flight=5)
     assert scan.window.drops == 0

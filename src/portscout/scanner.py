@@ -232,8 +232,10 @@ class Scan:
 
         hosts = [self.targets[i] for i in range(self.targets.size)]
         options = replace(self.options, timing=self.policy)
-        up = await discover(hosts, options, icmp=raw_sockets_allowed())
+        found = await discover(hosts, options, icmp=raw_sockets_allowed())
+        up = found.up
         self.report.hosts_up = up
+        self.options = replace(self.options, rtt_hints=found.rtts)
         self.report.hosts_total = len(hosts)
         up_hosts = HostList(h for h in hosts if h in up)
         self.plan = ScanPlan.create(
@@ -288,7 +290,7 @@ class Scan:
                     if config.record_closed
                     else "count"
                 )
-                async for closed, results, closed_ports in run_sharded(
+                async for closed, closed_tries, results, closed_ports in run_sharded(
                     self.plan,
                     shards,
                     self.engine.name,
@@ -298,7 +300,7 @@ class Scan:
                 ):
                     self._closed.extend(closed_ports)
                     report.count_closed(closed)
-                    report.probes_sent += closed  # a closed port is decided by its first try
+                    report.probes_sent += closed_tries
                     for result in results:
                         report.add(result)
                         report.probes_sent += result.tries

@@ -21,16 +21,18 @@ The model is nmap's ``ultra_scan`` (``timing.cc``, ``scan_engine.cc``):
   retransmissions, capped by ``max_retries``; losses raise it, so ports behind RST or
   ICMP rate limiting get enough tries before they are called filtered.
 * Send delay: raised when drops are frequent (nmap's ``boostScanDelay``), never above
-  ``max_scan_delay``.
+  ``max_scan_delay``. Beyond nmap, a host found congested is paced at the rate it has been
+  answering (see ``_PACING_GAIN``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Hashable
+from collections import deque
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from portscout.errors import OptionError
 
@@ -67,6 +69,15 @@ _SILENT_THROUGH_ALL = 1e-5
 _SLOW_INCR = 1.0
 _CC_SCALE_MAX = 50.0
 _GROUP_DROP_CWND_DIVISOR = 2.0
+# Beyond nmap: once a host is found congested (late_share above _CONGESTION_SHARE), its
+# sends are paced at _PACING_GAIN times the rate of its last _PACING_ANSWERS answers. A host
+# that limits its RSTs to 50/s answers at 50/s whatever is sent, so the pace settles at
+# 62/s within a few dozen answers; nmap's doubling boosts overshoot (5, 10, 20, 40, 80 ms:
+# 12 probes/s where 50 were possible) or, boosted late, leave retries to carry the excess
+# (a /24 with RST limits needed 3-4 tries a closed port). The gain above 1 keeps probing:
+# a host that answers faster raises the measured rate and the pace follows.
+_PACING_GAIN = 1.25
+_PACING_ANSWERS = 16
 # nmap boostScanDelay(): first boost of a TCP send delay, and the doubling ceiling.
 _FIRST_BOOST = 0.005
 _BOOST_DOUBLING_LIMIT = 1.0
@@ -466,6 +477,7 @@ class HostTiming:
     """
 
     __slots__ = (
+        "_answer_times",
         "_bad_since_boost",
         "_good_since_boost",
         "_last_boost",
@@ -475,6 +487,7 @@ class HostTiming:
         "late_answers",
         "late_share",
         "max_successful_tryno",
+        "paced",
         "policy",
         "rtt",
         "sent",
@@ -495,6 +508,8 @@ class HostTiming:
         self._last_sent: float | None = None
         self._last_boost = -math.inf
         self._good_since_boost = self._bad_since_boost = 0
+        self._answer_times: deque[float] = deque(maxlen=_PACING_ANSWERS)
+        self.paced = False  # found congested once: sends follow the answer rate from then
 
     @property
     def probe_timeout(self) -> float:
@@ -532,8 +547,23 @@ class HostTiming:
         return self.policy.level < 3 or self.late_share > _CONGESTION_SHARE
 
     @property
+    def answer_rate(self) -> float | None:
+        """Answers per second over the last ``_PACING_ANSWERS`` (None: too few yet)."""
+        times = self._answer_times
+        if len(times) < _PACING_ANSWERS // 2:
+            return None
+        span = times[-1] - times[0]
+        return (len(times) - 1) / span if span > 0 else None
+
+    @property
     def delay_between_sends(self) -> float:
-        """--scan-delay, or more after frequent drops (at most --max-scan-delay)."""
+        """--scan-delay, or more after frequent drops (at most --max-scan-delay): the pace
+        of the answers once the host is ``paced``, else nmap's boosted delay."""
+        if self.paced:
+            rate = self.answer_rate
+            if rate is not None:
+                pace = 1 / (_PACING_GAIN * rate)
+                return max(self.policy.scan_delay, min(pace, self.policy.max_scan_delay))
         return max(self.policy.scan_delay, self.boosted_delay)
 
     def expired(self, now: float) -> bool:
@@ -573,12 +603,16 @@ class HostTiming:
         """
         self.rtt.observe(now - sent, ambiguous=ambiguous)
         self.answers += 1
+        self._answer_times.append(now)
         if icmp_error and tryno > 0:
             return
         self.late_share += _LOSS_ALPHA * ((1.0 if tryno > 0 else 0.0) - self.late_share)
+        if self.late_share > _CONGESTION_SHARE and self.policy.level >= 3:
+            self.paced = True
         self.late_answers += tryno > 0
         if tryno > 0 and self.congested:
-            self.window.on_drop(in_flight, sent=sent, now=now)
+            if not self.paced:  # a paced host's rate follows its answers, not its drops
+                self.window.on_drop(in_flight, sent=sent, now=now)
             self._count_for_delay(dropped=sent > self._last_boost, now=now)
         else:
             self._count_for_delay(dropped=False, now=now)
@@ -631,21 +665,33 @@ class ScanTiming:
     per host and in total, and passes the counts in.
     """
 
-    __slots__ = ("_hosts", "bucket", "policy", "rtt", "sent", "started", "window")
+    __slots__ = ("_hosts", "_rtt_hints", "bucket", "policy", "rtt", "sent", "started", "window")
 
-    def __init__(self, policy: TimingPolicy, *, started: float, burst: int = 1) -> None:
+    def __init__(
+        self,
+        policy: TimingPolicy,
+        *,
+        started: float,
+        burst: int = 1,
+        rtt_hints: Mapping[Any, float] | None = None,  # keyed like the hosts
+    ) -> None:
         self.policy, self.started = policy, started
         self.window = CongestionWindow(policy, group=True)
         self.rtt = RttEstimator.from_policy(policy)
         self.bucket = TokenBucket(policy.max_rate, burst)
         self.sent = 0
         self._hosts: dict[Hashable, HostTiming] = {}
+        self._rtt_hints = rtt_hints or {}
 
     def host(self, key: Hashable, now: float) -> HostTiming:
-        """The host's timing, created (its host timeout starting) on first use."""
+        """The host's timing, created (its host timeout starting) on first use; a round
+        trip measured before the scan (``rtt_hints``: host discovery) is its first sample."""
         timing = self._hosts.get(key)
         if timing is None:
             timing = self._hosts[key] = HostTiming(self.policy, started=now)
+            hint = self._rtt_hints.get(key)
+            if hint is not None:
+                timing.rtt.observe(hint)
         return timing
 
     def forget(self, key: Hashable) -> None:

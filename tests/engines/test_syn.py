@@ -361,7 +361,7 @@ def test_sharded_workers_each_see_only_their_answers(monkeypatch: pytest.MonkeyP
 
     async def collect() -> list[Result]:
         out: list[Result] = []
-        async for _closed, batch, _ports in run_sharded(
+        async for _closed, _tries, batch, _ports in run_sharded(
             plan, plan.shards(2), "syn", FAST, closed_as="results"
         ):
             out.extend(batch)
@@ -398,16 +398,18 @@ def test_sharded_workers_count_closed_ports(
     plan = ScanPlan.create(parse_targets(["127.0.0.1"]), range(1, 65536), KEY)
 
     async def collect() -> tuple[int, list[Result], list[int]]:
-        closed, out, ports = 0, list[Result](), list[int]()
-        async for count, batch, groups in run_sharded(
+        closed, out, ports, sent = 0, list[Result](), list[int](), 0
+        async for count, tries, batch, groups in run_sharded(
             plan, plan.shards(2), "syn", FAST, closed_as=closed_as
         ):
             closed += count
+            sent += tries + sum(r.tries for r in batch)
             out.extend(batch)
             for group in groups:
                 assert group.host == IPv4Address("127.0.0.1")
                 assert group.reason is Reason.RESET
                 ports.extend(group.ports)
+        assert sent >= 65535  # every probe counted, retransmissions too
         return closed, out, ports
 
     with serve({("127.0.0.1", p): "accept" for p in listening}):

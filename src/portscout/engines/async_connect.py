@@ -115,7 +115,7 @@ class _Scheduler:
     def __init__(self, loop: asyncio.AbstractEventLoop, options: EngineOptions) -> None:
         self.loop = loop
         policy = options.policy()
-        self.timing = ScanTiming(policy, started=time.monotonic())
+        self.timing = ScanTiming(policy, started=time.monotonic(), rtt_hints=options.rtt_hints)
         # Without rates or delays, only the windows can hold a probe back: check them
         # directly instead of asking for a delay per probe (a loopback scan's hot path).
         self.paced = bool(policy.max_rate or policy.min_rate or policy.scan_delay)
@@ -173,7 +173,7 @@ class _Scheduler:
             last_address, last_host = address, known
             if known.backlog or not (
                 # loopback's path inlined: nothing in flight, nothing paced or boosted
-                (unpaced and not self.in_flight and not known.timing.boosted_delay)
+                (unpaced and not self.in_flight and not known.timing.delay_between_sends)
                 or self._may_send(address, known)
             ):
                 self._defer(address, known, (fresh, 0))
@@ -185,7 +185,7 @@ class _Scheduler:
         total = len(self.in_flight)
         if total + len(self.lingering) >= self.limit:
             return False
-        if not total and not self.paced and not host.timing.boosted_delay:
+        if not total and not self.paced and not host.timing.delay_between_sends:
             return True  # empty windows have room, and no delay applies: loopback's path
         now = time.monotonic()
         delay = self.timing.send_delay(
@@ -317,6 +317,23 @@ class _Scheduler:
             tryno=tries - 1,
             icmp_error=code not in (0, errno.ECONNREFUSED, errno.ECONNRESET),
         )
+        if self.timing.rtt.samples == 1 and self.in_flight:
+            self._rearm_initial_timers()
+
+    def _rearm_initial_timers(self) -> None:
+        """The scan's first RTT sample: probes sent before it wait for the initial timeout
+        (1 s at -T3), those to hosts without a sample of their own now wait for the
+        group's estimate instead (down hosts in discovery, filtered ports of a -Pn scan)."""
+        now = time.monotonic()
+        for fd, attempt in self.in_flight.items():
+            address = attempt.probe.host
+            if self.hosts[address].timing.rtt.samples or attempt.timer is None:
+                continue
+            attempt.timer.cancel()
+            due = attempt.sent + self.timing.probe_timeout(address, now)
+            attempt.timer = self.loop.call_at(
+                self.loop.time() + max(0.0, due - now), self._on_timeout, fd
+            )
 
     def _drop_lingering(self, probe: Probe) -> None:
         """Stop listening to an earlier try of ``probe`` (a later one decided or expired)."""

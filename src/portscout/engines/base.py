@@ -11,12 +11,12 @@ import asyncio
 import errno
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from portscout.plan import Probe
-from portscout.results import Reason, Result, State
+from portscout.results import IPAddress, Reason, Result, State
 from portscout.timing import TimingPolicy
 
 # Errors of connect() that decide a port. Anything not here is a local problem (see
@@ -56,6 +56,10 @@ class EngineOptions:
     # Adaptive engines (async, syn): RTT-based timeouts, windows, retries, rates. None:
     # nmap's -T3 bounded by ``timeout`` and ``max_retries`` (see ``policy``).
     timing: TimingPolicy | None = None
+    # Round trips measured by host discovery: each host's first probes wait for a timeout
+    # derived from its own (as nmap carries a target's timing from its ping phase into the
+    # port scan), not for the initial timeout, which is a second at -T3.
+    rtt_hints: Mapping[IPAddress, float] = field(default_factory=dict)
 
     def policy(self) -> TimingPolicy:
         """The timing policy of adaptive engines: ``timing`` or one derived from

@@ -41,6 +41,7 @@ class CountsClosed(typing.Protocol):
 
     keep_closed: bool
     closed: int
+    sent: int  # probes sent in all, once the run is over
 
 
 BATCH_SIZE = 4096
@@ -106,6 +107,8 @@ def _worker(
         rows: list[Row] = []
         groups: dict[tuple[IPAddress, Reason], array[int]] = {}
         closed = counted = 0  # counted: of the engine's own count of closed ports
+        closed_tries = 0  # probes sent to the closed ports not in rows
+        accounted = 0  # probes reported so far, for the syn engine's final correction
         flushed = time.monotonic()
         engine = create_engine(engine_name)
         counter = engine if closed_as == "count" and isinstance(engine, CountsClosed) else None
@@ -114,23 +117,28 @@ def _worker(
         in_results = closed_as == "results"
         grouped = closed_as == "ports"
 
-        def flush() -> None:
-            nonlocal rows, groups, closed, counted, flushed
-            if counter is not None:
-                closed, counted = closed + counter.closed - counted, counter.closed
+        def flush(last: bool = False) -> None:
+            nonlocal rows, groups, closed, counted, closed_tries, accounted, flushed
+            if counter is not None:  # counted in the engine: one try each, until corrected
+                fresh = counter.closed - counted
+                closed, closed_tries, counted = closed + fresh, closed_tries + fresh, counter.closed
+            accounted += closed_tries + sum(row[6] for row in rows)
+            if last and counter is not None:  # the engine knows what it sent in all
+                closed_tries += max(0, counter.sent - accounted)
             closed_rows = [
                 (host.version, int(host), reason.value, ports.tobytes())
                 for (host, reason), ports in groups.items()
             ]
-            frame = (closed, rows, closed_rows)
+            frame = (closed, closed_tries, rows, closed_rows)
             _send_frame(fd, pickle.dumps(frame, pickle.HIGHEST_PROTOCOL))
-            rows, groups, closed, flushed = [], {}, 0, time.monotonic()
+            rows, groups, closed, closed_tries, flushed = [], {}, 0, 0, time.monotonic()
 
         async for result in engine.run(plan.probes(shard, skip=skip), options):
             if result.state is not State.CLOSED or in_results:
                 rows.append(_encode(result))
             else:
                 closed += 1
+                closed_tries += result.tries
                 if grouped:
                     key = (result.host, result.reason)
                     ports = groups.get(key)
@@ -139,7 +147,7 @@ def _worker(
                     ports.append(result.port)
             if len(rows) + closed >= BATCH_SIZE or time.monotonic() - flushed > BATCH_SECONDS:
                 flush()
-        flush()
+        flush(last=True)
 
     try:
         asyncio.run(scan_shard())
@@ -191,13 +199,15 @@ async def run_sharded(
     *,
     closed_as: ClosedAs,
     skip: frozenset[Probe] = frozenset(),
-) -> AsyncIterator[tuple[int, list[Result], list[ClosedPorts]]]:
-    """Yield ``(closed_count, results, closed_ports)`` batches, one forked worker per shard.
+) -> AsyncIterator[tuple[int, int, list[Result], list[ClosedPorts]]]:
+    """Yield ``(closed_count, closed_tries, results, closed_ports)`` batches, one forked
+    worker per shard.
 
     ``closed_as`` says how closed ports come back: as ``"results"`` like any other, as
     ``"ports"`` (``ClosedPorts`` per host and reason, for the history database) or only
     as a ``"count"``; ``closed_count`` counts those not in ``results``. Each spares the
-    parent (and the pipe) more work than the one before.
+    parent (and the pipe) more work than the one before. ``closed_tries`` counts the
+    probes those closed ports took (more than one each where RSTs were lost).
     """
     context = multiprocessing.get_context("fork")
     loop = asyncio.get_running_loop()
@@ -236,8 +246,13 @@ async def run_sharded(
             message = pickle.loads(data)
             if message[0] == "error":
                 raise ScanError(f"scan worker failed: {message[1]}")
-            closed, rows, closed_rows = message
-            yield closed, [decode(row) for row in rows], [decode.closed(r) for r in closed_rows]
+            closed, closed_tries, rows, closed_rows = message
+            yield (
+                closed,
+                closed_tries,
+                [decode(row) for row in rows],
+                [decode.closed(r) for r in closed_rows],
+            )
     finally:
         for reader in readers:
             loop.remove_reader(reader.fd)

@@ -337,7 +337,9 @@ class _SynScan:
         self.secret, self.sports, self.limit = secret, sports, options.max_in_flight
         self.keep_closed = keep_closed
         self.matcher = AnswerMatcher(secret, sports)
-        self.timing = ScanTiming(policy, started=time.monotonic(), burst=BURST)
+        self.timing = ScanTiming(
+            policy, started=time.monotonic(), burst=BURST, rtt_hints=options.rtt_hints
+        )
         self.pacer, self.unit = send_pacer(policy.max_rate)
         self.sockets: dict[int, rawsock.RawSockets] = {}
         self.senders: dict[int, rawsock.SendBatch] = {}
