@@ -240,20 +240,20 @@ def test_rtt_timeout_always_within_clamps(
 
 
 def test_window_slow_start_then_congestion_avoidance() -> None:
-    w = CongestionWindow(TimingPolicy(max_parallelism=100))
-    assert (w.cwnd, w.ssthresh) == (10, 100)  # slow start runs up to the ceiling
+    w = CongestionWindow(TimingPolicy(max_parallelism=300))
+    assert (w.cwnd, w.ssthresh) == (100, 300)  # slow start runs up to the ceiling
     for _ in range(50):  # slow start: +1 per answer while every probe is answered
         w.on_answer()
-    assert w.cwnd == 60
-    w.on_drop(60, sent=1.0, now=2.0)
-    assert (w.cwnd, w.ssthresh) == (30, 40.0)
-    for _ in range(10):
+    assert w.cwnd == 150
+    w.on_drop(150, sent=1.0, now=2.0)
+    assert (w.cwnd, w.ssthresh) == (75, 100.0)
+    for _ in range(25):
         w.on_answer()
-    assert w.cwnd == 40
-    w.on_answer()  # congestion avoidance: +ca_incr/cwnd = +1/40
-    assert 40 < w.cwnd <= 41
-    assert w.can_send(40)
-    assert not w.can_send(41)
+    assert w.cwnd == 100
+    w.on_answer()  # congestion avoidance: +ca_incr/cwnd = +1/100
+    assert 100 < w.cwnd <= 101
+    assert w.can_send(100)
+    assert not w.can_send(101)
 
 
 def test_window_answers_weigh_more_when_most_probes_are_unanswered() -> None:
@@ -261,18 +261,18 @@ def test_window_answers_weigh_more_when_most_probes_are_unanswered() -> None:
     w = CongestionWindow(TimingPolicy())
     for _ in range(9):
         w.on_no_answer()
-    assert w.cwnd == 10
+    assert w.cwnd == 100
     w.on_answer()
-    assert w.cwnd == 20
+    assert w.cwnd == 110
 
 
 def test_window_host_drop_halves_and_lowers_ssthresh() -> None:
     # nmap drops a host's window to min_parallelism; portscout halves it, as TCP does.
     w = CongestionWindow(TimingPolicy(min_parallelism=2))
-    for _ in range(30):
+    for _ in range(50):
         w.on_answer()
-    assert w.on_drop(30, sent=5.0, now=6.0)
-    assert (w.cwnd, w.ssthresh, w.drops) == (20, 20.0, 1)  # ssthresh = 30 / 1.5 at -T3
+    assert w.on_drop(150, sent=5.0, now=6.0)
+    assert (w.cwnd, w.ssthresh, w.drops) == (75, 100.0, 1)  # ssthresh = 150 / 1.5 at -T3
     for _ in range(10):
         w.on_drop(1, sent=10.0 + _, now=10.5 + _)
     assert w.cwnd == 2  # never below min_parallelism
@@ -280,11 +280,11 @@ def test_window_host_drop_halves_and_lowers_ssthresh() -> None:
 
 def test_window_group_drop_halves() -> None:
     w = CongestionWindow(TimingPolicy.template(4), group=True)
-    for _ in range(30):
+    for _ in range(20):
         w.on_answer()
-    assert w.cwnd == 40
-    w.on_drop(40, sent=1.0, now=2.0)
-    assert (w.cwnd, w.ssthresh) == (20, 30.0)  # ssthresh = 40 / (4/3) at -T4
+    assert w.cwnd == 120
+    w.on_drop(120, sent=1.0, now=2.0)
+    assert (w.cwnd, w.ssthresh) == (60, 90.0)  # ssthresh = 120 / (4/3) at -T4
 
 
 def test_window_one_decrease_per_burst_of_drops() -> None:
@@ -430,10 +430,10 @@ def test_host_random_loss_is_not_congestion() -> None:
     host = HostTiming(TimingPolicy(), started=0.0)
     for i in range(20):
         host.on_answer(sent=float(i), now=i + 0.01, in_flight=5)
-    assert host.window.cwnd == 30
+    assert host.window.cwnd == 120
     host.on_answer(sent=30.0, now=30.01, in_flight=30, tryno=1)
     assert not host.congested
-    assert (host.window.drops, host.window.cwnd) == (0, 31)
+    assert (host.window.drops, host.window.cwnd) == (0, 121)
 
 
 def test_host_answers_mostly_to_retransmissions_is_congested_and_paced() -> None:
@@ -466,7 +466,6 @@ def test_paced_host_sends_a_little_faster_than_it_answers() -> None:
     assert host.send_delay(now, in_flight=0) == pytest.approx(1 / 62.5)
 
 
-
 def test_slow_templates_keep_nmaps_caution() -> None:
     host = HostTiming(TimingPolicy.template(2), started=0.0)
     host.on_answer(sent=0.0, now=0.01, in_flight=1, tryno=1)
@@ -478,9 +477,9 @@ def test_host_silence_from_filtered_ports_is_not_a_drop() -> None:
     host = HostTiming(TimingPolicy(), started=0.0)
     for i in range(50):
         host.on_timeout(sent=float(i), now=i + 1.0, in_flight=9)
-    assert (host.window.drops, host.window.cwnd, host.timeouts) == (0, 10, 50)
+    assert (host.window.drops, host.window.cwnd, host.timeouts) == (0, 100, 50)
     host.on_timeout(sent=60.0, now=61.0, in_flight=9, ping=True)  # a port known to answer
-    assert (host.window.drops, host.window.cwnd) == (1, 5)
+    assert (host.window.drops, host.window.cwnd) == (1, 50)
 
 
 def test_host_icmp_error_to_retransmission_does_not_slow_down() -> None:
