@@ -49,6 +49,7 @@ from harness import Measurement, build_launcher, compile_package, measure
 from portscout.lab import DelayLineStats, Host, Lab
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.lab.scenarios import COMMON_PORTS, one_filtered_host, sparse_network
+from portscout.ports import parse_ports
 
 REPO = Path(__file__).resolve().parent.parent
 GOAL_RATIO = 0.3  # portscout's wall time / nmap's, at most
@@ -63,8 +64,11 @@ TOOL_TIMEOUT = 300.0
 MASSCAN_WAIT = 3  # s masscan waits for answers after its last probe (default 10)
 
 Found = dict[IPv4Address, frozenset[int]]
+States = dict[IPv4Address, dict[int, str]]  # port -> state reported, per host
 GREPABLE_HOST = re.compile(r"^Host: (\S+) .*?Ports: (.*)$", re.MULTILINE)
 GREPABLE_OPEN = re.compile(r"(\d+)/open/")
+GREPABLE_PORT = re.compile(r"(\d+)/(open|closed|filtered|unfiltered|open\|filtered)/tcp")
+GREPABLE_IGNORED = re.compile(r"Ignored State: (\S+) \(\d+\)")
 MASSCAN_OPEN = re.compile(r"^open tcp (\d+) (\S+)", re.MULTILINE)
 
 
@@ -86,8 +90,12 @@ class Row:
     cmd: tuple[str, ...]
     timeout: float
     read_found: Callable[[Measurement], Found]
+    # Every scanned port's state, for tools that report them all (nmap, portscout).
+    read_states: Callable[[Measurement, Sequence[int]], States] | None = None
     run: Measurement | None = None
     found: Found = field(default_factory=dict)
+    states: States | None = None
+    wrong_state: int | None = None  # see wrong_states
     packets_out: int = 0
     packets_in: int = 0
     lab_late_max: float = 0.0  # s: the worst release during this row (0 if no new worst)
@@ -102,6 +110,17 @@ def grepable(m: Measurement) -> Found:
         if opened:
             found[IPv4Address(host)] = opened
     return found
+
+
+def grepable_states(m: Measurement, ports: Sequence[int]) -> States:
+    """Each host's listed ports, and its other scanned ports in its "Ignored State"."""
+    states: States = {}
+    for host, listed in GREPABLE_HOST.findall(m.stdout):
+        ignored = GREPABLE_IGNORED.search(listed)
+        shown = {int(p): state for p, state in GREPABLE_PORT.findall(listed)}
+        rest = dict.fromkeys(ports, ignored.group(1)) if ignored else {}
+        states[IPv4Address(host)] = rest | shown
+    return states
 
 
 def masscan_list(m: Measurement) -> Found:
@@ -127,6 +146,41 @@ def json_lines(path: Path) -> Callable[[Measurement], Found]:
         return {h: frozenset(p) for h, p in found.items()}
 
     return read
+
+
+def json_states(path: Path) -> Callable[[Measurement, Sequence[int]], States]:
+    """Every result's state in portscout's -oJ file."""
+
+    def read(_: Measurement, ports: Sequence[int]) -> States:
+        states: States = {}
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return {}
+        for line in lines:
+            record = json.loads(line)
+            if "port" in record:
+                host = states.setdefault(IPv4Address(record["host"]), {})
+                host[int(record["port"])] = record["state"]
+        return states
+
+    return read
+
+
+def wrong_states(states: States | None, s: Scenario, lab: Lab) -> int | None:
+    """Ports of up hosts whose reported state is not the lab's truth (unreported ones
+    included): closed ports called filtered under RST limits, filtered ones called closed."""
+    if states is None:
+        return None
+    ports = parse_ports(s.ports)
+    nets = [IPv4Network(t) for t in s.targets]
+    wrong = 0
+    for host in lab.hosts:
+        if not host.up or not any(host.address in n for n in nets):
+            continue
+        reported = states.get(host.address, {})
+        wrong += sum(1 for p in ports if reported.get(p) != host.expected(p)[0])
+    return wrong
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -157,20 +211,20 @@ def scenarios(quick: bool) -> list[Scenario]:
 
 
 def rows_for(s: Scenario, lab: Lab, workdir: Path) -> list[Row]:
-    nmap = ("nmap", "-T4", "-n", "-Pn", "-p", s.ports, "--open", "-oG", "-", *s.targets)
+    nmap = ("nmap", "-T4", "-n", "-Pn", "-p", s.ports, "-oG", "-", *s.targets)
     rows = [
         Row(tool="nmap -sT -T4", cmd=(nmap[0], "-sT", *nmap[1:]), timeout=NMAP_TIMEOUT,
-            read_found=grepable),
+            read_found=grepable, read_states=grepable_states),
         Row(tool="nmap -sS -T4", cmd=(nmap[0], "-sS", *nmap[1:]), timeout=NMAP_TIMEOUT,
-            read_found=grepable),
+            read_found=grepable, read_states=grepable_states),
     ]  # fmt: skip
     for engine, extra in (("async", ()), ("syn", ("--rate", str(SYN_RATE)))):
         out = workdir / f"{s.key}-{engine}.jsonl"
         cmd = (sys.executable, "-m", "portscout", *s.targets, "-p", s.ports)
-        cmd += ("--engine", engine, *extra, "-q", "--open", "-oJ", str(out))
+        cmd += ("--engine", engine, *extra, "-q", "-oJ", str(out))
         rows.append(
             Row(tool=f"portscout {engine}", cmd=cmd, timeout=TOOL_TIMEOUT,
-                read_found=json_lines(out))
+                read_found=json_lines(out), read_states=json_states(out))
         )  # fmt: skip
     if s.masscan:
         rows.append(masscan_row(s, lab))
@@ -216,12 +270,14 @@ def nudging(lab: Lab, every: float = 1.0) -> Iterator[None]:
         thread.join()
 
 
-def run_row(row: Row, lab: Lab, launcher: Path) -> None:
+def run_row(row: Row, lab: Lab, launcher: Path, ports: Sequence[int]) -> None:
     before = lab.delay_line_stats()
     with nudging(lab) if row.tool == "masscan" else contextlib.nullcontext():
         row.run = measure(row.cmd, timeout=row.timeout, launcher=launcher)
     after = lab.delay_line_stats()
     row.found = row.read_found(row.run)
+    if row.read_states is not None:
+        row.states = row.read_states(row.run, ports)
     row.packets_out = after.outbound.received - before.outbound.received
     row.packets_in = after.inbound.received - before.inbound.received
     worst = max(after.outbound.late_max, after.inbound.late_max)
@@ -261,8 +317,8 @@ def table(rows: Sequence[Row], expected: Found) -> list[str]:
     ref = {r.tool: r.run.wall for r in rows if r.run and r.run.ok and r.tool.startswith("nmap")}
     lines = [
         "| tool | wall (s) | cpu (s) | packets out | packets in | open found / expected "
-        "| wrongly open | x nmap -sT | x nmap -sS | delay line |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| wrongly open | wrong state | x nmap -sT | x nmap -sS | delay line |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in rows:
         if r.run is None:
@@ -278,7 +334,8 @@ def table(rows: Sequence[Row], expected: Found) -> list[str]:
         lab = (f"LAGGED: {r.lab_dropped} dropped, " if lagged else "ok: ") + late
         lines.append(
             f"| {r.tool} | {wall} | {r.run.cpu:.2f} | {r.packets_out:,} | {r.packets_in:,} "
-            f"| {hits} / {total} | {wrong} | {ratio(r, ref.get('nmap -sT -T4'))} "
+            f"| {hits} / {total} | {wrong} | {'-' if r.wrong_state is None else r.wrong_state} "
+            f"| {ratio(r, ref.get('nmap -sT -T4'))} "
             f"| {ratio(r, ref.get('nmap -sS -T4'))} | {lab} |"
         )  # fmt: skip
     return lines
@@ -301,8 +358,14 @@ def goals(rows: Sequence[Row], expected: Found) -> list[str]:
         hits, total, _ = compare(a.found, expected)
         every = a.run.ok and hits == total
         fast = a.run.ok and b.run.ok and a.run.wall <= GOAL_RATIO * b.run.wall
+        told_apart = (
+            "not checked"
+            if a.wrong_state is None
+            else ("met" if a.wrong_state == 0 else f"MISSED ({a.wrong_state} ports)")
+        )
         verdicts.append(
             f"{mine}: every open port {'met' if every else f'MISSED ({hits}/{total})'}; "
+            f"closed and filtered told apart: {told_apart}; "
             f"<= {GOAL_RATIO}x {theirs}: {'met' if fast else 'MISSED'} "
             f"({a.run.wall:.2f} s vs {b.run.wall:.2f} s)"
         )
@@ -315,7 +378,8 @@ def run_scenario(s: Scenario, workdir: Path, launcher: Path, only: set[str]) -> 
         expected = scanned(s, lab)
         rows = [r for r in rows_for(s, lab, workdir) if not only or r.tool in only]
         for row in rows:
-            run_row(row, lab, launcher)
+            run_row(row, lab, launcher, parse_ports(s.ports))
+            row.wrong_state = wrong_states(row.states, s, lab)
             time.sleep(PAUSE)
     lines = [f"### {s.title}", "", f"expected open: {sum(map(len, expected.values()))} ports "
              f"on {len(expected)} hosts", "", *table(rows, expected), ""]  # fmt: skip
@@ -333,7 +397,8 @@ def summary(r: Row, expected: Found) -> dict[str, Any]:
         "tool": r.tool, "cmd": r.cmd, "wall": r.run.wall if r.run else None,
         "ok": r.run.ok if r.run else False, "timed_out": r.run.timed_out if r.run else None,
         "packets_out": r.packets_out, "packets_in": r.packets_in, "open_found": hits,
-        "open_expected": total, "wrongly_open": wrong, "lab_late_max": r.lab_late_max,
+        "open_expected": total, "wrongly_open": wrong, "wrong_state": r.wrong_state,
+        "lab_late_max": r.lab_late_max,
         "lab_late_mean": r.lab_late_mean, "lab_dropped": r.lab_dropped,
     }  # fmt: skip
 

@@ -240,20 +240,20 @@ def test_rtt_timeout_always_within_clamps(
 
 
 def test_window_slow_start_then_congestion_avoidance() -> None:
-    w = CongestionWindow(TimingPolicy(max_parallelism=300))
-    assert (w.cwnd, w.ssthresh) == (100, 300)  # slow start runs up to the ceiling
+    w = CongestionWindow(TimingPolicy(max_parallelism=100))
+    assert (w.cwnd, w.ssthresh) == (10, 100)  # slow start runs up to the ceiling
     for _ in range(50):  # slow start: +1 per answer while every probe is answered
         w.on_answer()
-    assert w.cwnd == 150
-    w.on_drop(150, sent=1.0, now=2.0)
-    assert (w.cwnd, w.ssthresh) == (75, 100.0)
-    for _ in range(25):
+    assert w.cwnd == 60
+    w.on_drop(60, sent=1.0, now=2.0)
+    assert (w.cwnd, w.ssthresh) == (30, 40.0)
+    for _ in range(10):
         w.on_answer()
-    assert w.cwnd == 100
-    w.on_answer()  # congestion avoidance: +ca_incr/cwnd = +1/100
-    assert 100 < w.cwnd <= 101
-    assert w.can_send(100)
-    assert not w.can_send(101)
+    assert w.cwnd == 40
+    w.on_answer()  # congestion avoidance: +ca_incr/cwnd = +1/40
+    assert 40 < w.cwnd <= 41
+    assert w.can_send(40)
+    assert not w.can_send(41)
 
 
 def test_window_answers_weigh_more_when_most_probes_are_unanswered() -> None:
@@ -261,18 +261,18 @@ def test_window_answers_weigh_more_when_most_probes_are_unanswered() -> None:
     w = CongestionWindow(TimingPolicy())
     for _ in range(9):
         w.on_no_answer()
-    assert w.cwnd == 100
+    assert w.cwnd == 10
     w.on_answer()
-    assert w.cwnd == 110
+    assert w.cwnd == 20
 
 
 def test_window_host_drop_halves_and_lowers_ssthresh() -> None:
     # nmap drops a host's window to min_parallelism; portscout halves it, as TCP does.
     w = CongestionWindow(TimingPolicy(min_parallelism=2))
-    for _ in range(50):
+    for _ in range(30):
         w.on_answer()
-    assert w.on_drop(150, sent=5.0, now=6.0)
-    assert (w.cwnd, w.ssthresh, w.drops) == (75, 100.0, 1)  # ssthresh = 150 / 1.5 at -T3
+    assert w.on_drop(30, sent=5.0, now=6.0)
+    assert (w.cwnd, w.ssthresh, w.drops) == (20, 20.0, 1)  # ssthresh = 30 / 1.5 at -T3
     for _ in range(10):
         w.on_drop(1, sent=10.0 + _, now=10.5 + _)
     assert w.cwnd == 2  # never below min_parallelism
@@ -280,11 +280,11 @@ def test_window_host_drop_halves_and_lowers_ssthresh() -> None:
 
 def test_window_group_drop_halves() -> None:
     w = CongestionWindow(TimingPolicy.template(4), group=True)
-    for _ in range(20):
+    for _ in range(30):
         w.on_answer()
-    assert w.cwnd == 120
-    w.on_drop(120, sent=1.0, now=2.0)
-    assert (w.cwnd, w.ssthresh) == (60, 90.0)  # ssthresh = 120 / (4/3) at -T4
+    assert w.cwnd == 40
+    w.on_drop(40, sent=1.0, now=2.0)
+    assert (w.cwnd, w.ssthresh) == (20, 30.0)  # ssthresh = 40 / (4/3) at -T4
 
 
 def test_window_one_decrease_per_burst_of_drops() -> None:
@@ -430,10 +430,10 @@ def test_host_random_loss_is_not_congestion() -> None:
     host = HostTiming(TimingPolicy(), started=0.0)
     for i in range(20):
         host.on_answer(sent=float(i), now=i + 0.01, in_flight=5)
-    assert host.window.cwnd == 120
+    assert host.window.cwnd == 30
     host.on_answer(sent=30.0, now=30.01, in_flight=30, tryno=1)
     assert not host.congested
-    assert (host.window.drops, host.window.cwnd) == (0, 121)
+    assert (host.window.drops, host.window.cwnd) == (0, 31)
 
 
 def test_host_answers_mostly_to_retransmissions_is_congested_and_paced() -> None:
@@ -477,9 +477,9 @@ def test_host_silence_from_filtered_ports_is_not_a_drop() -> None:
     host = HostTiming(TimingPolicy(), started=0.0)
     for i in range(50):
         host.on_timeout(sent=float(i), now=i + 1.0, in_flight=9)
-    assert (host.window.drops, host.window.cwnd, host.timeouts) == (0, 100, 50)
+    assert (host.window.drops, host.window.cwnd, host.timeouts) == (0, 10, 50)
     host.on_timeout(sent=60.0, now=61.0, in_flight=9, ping=True)  # a port known to answer
-    assert (host.window.drops, host.window.cwnd) == (1, 50)
+    assert (host.window.drops, host.window.cwnd) == (1, 5)
 
 
 def test_host_icmp_error_to_retransmission_does_not_slow_down() -> None:
@@ -614,3 +614,36 @@ def test_scan_drop_stays_with_its_host() -> None:
     assert scan.window.drops == 0
     scan.forget("a")
     assert scan.host("a", 50.0).window.drops == 0
+
+
+def test_mostly_filtered_host_is_not_paced_at_its_answers() -> None:
+    """A host whose ports are mostly filtered answers rarely, and at the end of its scan
+    only to retransmissions: its answers say nothing of what it takes, and pacing it at
+    them would crawl. Its silent tries were not proved drops, so it is not paced."""
+    host = HostTiming(TimingPolicy(), started=0.0)
+    now = 0.0
+    for _ in range(40):  # 1 answer per 10 ms, each after 20 silent tries: 2100 tries/s
+        for _ in range(20):
+            host.on_timeout(sent=now - 0.1, now=now, in_flight=100)
+        now += 0.01
+        host.on_answer(sent=now - 0.08, now=now, in_flight=100, tryno=1)  # the tail: retries
+    assert host.congested
+    assert not host.drops_proved
+    assert host.delay_between_sends == host.boosted_delay
+
+
+@pytest.mark.parametrize(
+    ("hosts", "per_host", "group"), [(0, 10, 10), (1, 100, 100), (73, 13, 949), (500, 10, 2500)]
+)
+def test_first_flight_is_shared_by_the_hosts_found_up(
+    hosts: int, per_host: int, group: int
+) -> None:
+    """With discovery's round trips the scan's first flight is 1000 probes at -T3 (40% of
+    --max-parallelism), shared by the hosts found up (10 to 100 each); without them every
+    host starts at nmap's 10."""
+    hints = {f"h{i}": 0.08 for i in range(hosts)}
+    scan = ScanTiming(TimingPolicy(), started=0.0, rtt_hints=hints)
+    assert scan.host("h0", 0.0).window.cwnd == per_host
+    assert scan.window.cwnd == group
+    if hosts:
+        assert scan.host("h0", 0.0).probe_timeout == pytest.approx(0.08 + 4 * 0.04)

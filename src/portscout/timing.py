@@ -52,12 +52,18 @@ __all__ = [
 
 TEMPLATE_NAMES = ("paranoid", "sneaky", "polite", "normal", "aggressive", "insane")
 
-# nmap scan_performance_vars::init(): window constants, but for the initial window: nmap
-# starts at 10 probes in flight, which holds a host whose ports are mostly filtered to 10
-# probes per timeout until answers grow it (2 s of a 1-host, 10000-port lab scan). 100 SYNs
-# are 6 kB, less than TCP's own first flight (RFC 6928: 10 segments, 14.6 kB), and a host
-# that cannot take them shows it by its drops within one round trip.
-_INITIAL_CWND = 100
+# nmap scan_performance_vars::init(): window constants.
+_INITIAL_CWND = 10
+# Beyond nmap: when host discovery has found which hosts are up, the scan's first flight is
+# _FIRST_FLIGHT_SHARE of --max-parallelism (1000 probes at -T3: 60 kB of SYNs, a few times
+# TCP's own first flight of 14.6 kB, RFC 6928; each worker process has its share), shared
+# among those hosts, each getting between _INITIAL_CWND and _MAX_INITIAL_CWND. nmap starts
+# every host at 10, which holds a host whose ports are mostly filtered to 10 probes a
+# timeout until answers grow the window (2 s of a 1-host, 10000-port lab scan); 100 for
+# each of 73 hosts at once, though, floods hosts that limit their RSTs before a single
+# drop can show.
+_FIRST_FLIGHT_SHARE = 0.4
+_MAX_INITIAL_CWND = 100
 _INITIAL_SSTHRESH = 75
 # Where portscout departs from nmap: random loss is not congestion. nmap cuts the window
 # on every answer to a retransmission, so 1% loss keeps a scan crawling at a few dozen
@@ -73,15 +79,21 @@ _SILENT_THROUGH_ALL = 1e-5
 _SLOW_INCR = 1.0
 _CC_SCALE_MAX = 50.0
 _GROUP_DROP_CWND_DIVISOR = 2.0
-# Beyond nmap: once a host is found congested (late_share above _CONGESTION_SHARE), its
-# sends are paced at _PACING_GAIN times the rate of its last _PACING_ANSWERS answers. A host
-# that limits its RSTs to 50/s answers at 50/s whatever is sent, so the pace settles at
-# 62/s within a few dozen answers; nmap's doubling boosts overshoot (5, 10, 20, 40, 80 ms:
-# 12 probes/s where 50 were possible) or, boosted late, leave retries to carry the excess
-# (a /24 with RST limits needed 3-4 tries a closed port). The gain above 1 keeps probing:
-# a host that answers faster raises the measured rate and the pace follows.
+# Beyond nmap: once a host is found congested (late_share above _CONGESTION_SHARE), and
+# while most of its silent tries have been proved drops (an answer to try k proves k tries
+# lost), its sends are paced at _PACING_GAIN times the rate of its last _PACING_ANSWERS
+# answers. A host that limits its RSTs to 50/s answers at 50/s however fast it is probed,
+# so the pace settles at 62/s within a few dozen answers, where nmap's doubling boosts
+# overshoot (5, 10, 20, 40, 80 ms: 12 probes/s where 50 were possible) or, boosted late,
+# leave retries to carry the excess (a /24 with RST limits needed 3-4 tries a closed
+# port). The gain above 1 keeps probing: a host that answers faster raises the measured
+# rate and the pace follows. A host whose silent tries are mostly unproved (filtered
+# ports) answers far below what it takes, and at the end of its scan only to
+# retransmissions: its answer rate says nothing of its capacity, and it keeps nmap's
+# window and boosts.
 _PACING_GAIN = 1.25
 _PACING_ANSWERS = 16
+_PACING_PROVED_SHARE = 0.1
 # nmap boostScanDelay(): first boost of a TCP send delay, and the doubling ceiling.
 _FIRST_BOOST = 0.005
 _BOOST_DOUBLING_LIMIT = 1.0
@@ -378,10 +390,12 @@ class CongestionWindow:
         "ssthresh",
     )
 
-    def __init__(self, policy: TimingPolicy, *, group: bool = False) -> None:
+    def __init__(
+        self, policy: TimingPolicy, *, group: bool = False, initial: int = _INITIAL_CWND
+    ) -> None:
         self._low = float(policy.min_parallelism)
         self._high = float(max(policy.min_parallelism, policy.max_parallelism))
-        self._cwnd = min(max(float(_INITIAL_CWND), self._low), self._high)
+        self._cwnd = min(max(float(initial), self._low), self._high)
         self._group = group
         self._ca_incr = 1.0 if policy.level < 4 else 2.0
         self._ssthresh_divisor = {4: 4 / 3, 5: 5 / 4}.get(policy.level, 3 / 2)
@@ -411,6 +425,12 @@ class CongestionWindow:
         else:
             self._cwnd += self._ca_incr / self._cwnd * factor
         self._cwnd = min(max(self._cwnd, self._low), self._high)
+
+    def forget_expected(self, count: int) -> None:
+        """``count`` probes counted unanswered by ``on_no_answer`` were drops after all (a
+        later try answered): they must not make answers count more, or a host that drops
+        most probes (RST rate limits) would grow its window fastest."""
+        self.replies_expected = max(self.replies_received, self.replies_expected - count)
 
     def on_no_answer(self) -> None:
         """A probe was given up on without it being a drop (a filtered port, most likely).
@@ -481,17 +501,18 @@ class HostTiming:
     """
 
     __slots__ = (
-        "_answer_times",
         "_bad_since_boost",
+        "_congested_once",
+        "_dropped",
         "_good_since_boost",
         "_last_boost",
         "_last_sent",
+        "_marks",
         "answers",
         "boosted_delay",
         "late_answers",
         "late_share",
         "max_successful_tryno",
-        "paced",
         "policy",
         "rtt",
         "sent",
@@ -500,10 +521,12 @@ class HostTiming:
         "window",
     )
 
-    def __init__(self, policy: TimingPolicy, *, started: float) -> None:
+    def __init__(
+        self, policy: TimingPolicy, *, started: float, initial_window: int = _INITIAL_CWND
+    ) -> None:
         self.policy, self.started = policy, started
         self.rtt = RttEstimator.from_policy(policy)
-        self.window = CongestionWindow(policy)
+        self.window = CongestionWindow(policy, initial=initial_window)
         self.max_successful_tryno = 0
         self.sent = self.answers = self.timeouts = 0
         self.boosted_delay = 0.0
@@ -512,8 +535,9 @@ class HostTiming:
         self._last_sent: float | None = None
         self._last_boost = -math.inf
         self._good_since_boost = self._bad_since_boost = 0
-        self._answer_times: deque[float] = deque(maxlen=_PACING_ANSWERS)
-        self.paced = False  # found congested once: sends follow the answer rate from then
+        self._marks: deque[float] = deque(maxlen=_PACING_ANSWERS)  # last answers' times
+        self._dropped = 0  # tries proved lost by answers to later tries
+        self._congested_once = False
 
     @property
     def probe_timeout(self) -> float:
@@ -553,11 +577,23 @@ class HostTiming:
     @property
     def answer_rate(self) -> float | None:
         """Answers per second over the last ``_PACING_ANSWERS`` (None: too few yet)."""
-        times = self._answer_times
-        if len(times) < _PACING_ANSWERS // 2:
+        marks = self._marks
+        if len(marks) < _PACING_ANSWERS // 2:
             return None
-        span = times[-1] - times[0]
-        return (len(times) - 1) / span if span > 0 else None
+        span = marks[-1] - marks[0]
+        return (len(marks) - 1) / span if span > 0 else None
+
+    @property
+    def paced(self) -> bool:
+        """Whether sends follow the answers (see _PACING_GAIN): the host was found
+        congested, and its silent tries were mostly proved drops."""
+        return self._congested_once and self.drops_proved
+
+    @property
+    def drops_proved(self) -> bool:
+        """Whether most silent tries were proved drops (their port answered a later try),
+        so that the host's answers measure what it takes (see _PACING_PROVED_SHARE)."""
+        return self._dropped >= _PACING_PROVED_SHARE * self.timeouts
 
     @property
     def delay_between_sends(self) -> float:
@@ -607,12 +643,15 @@ class HostTiming:
         """
         self.rtt.observe(now - sent, ambiguous=ambiguous)
         self.answers += 1
-        self._answer_times.append(now)
+        self._marks.append(now)
         if icmp_error and tryno > 0:
             return
+        self._dropped += tryno
+        if tryno:  # proved drops, not filtered ports: they must not scale the growth
+            self.window.forget_expected(tryno)
         self.late_share += _LOSS_ALPHA * ((1.0 if tryno > 0 else 0.0) - self.late_share)
         if self.late_share > _CONGESTION_SHARE and self.policy.level >= 3:
-            self.paced = True
+            self._congested_once = True
         self.late_answers += tryno > 0
         if tryno > 0 and self.congested:
             if not self.paced:  # a paced host's rate follows its answers, not its drops
@@ -669,7 +708,17 @@ class ScanTiming:
     per host and in total, and passes the counts in.
     """
 
-    __slots__ = ("_hosts", "_rtt_hints", "bucket", "policy", "rtt", "sent", "started", "window")
+    __slots__ = (
+        "_hosts",
+        "_initial_window",
+        "_rtt_hints",
+        "bucket",
+        "policy",
+        "rtt",
+        "sent",
+        "started",
+        "window",
+    )
 
     def __init__(
         self,
@@ -680,19 +729,27 @@ class ScanTiming:
         rtt_hints: Mapping[Any, float] | None = None,  # keyed like the hosts
     ) -> None:
         self.policy, self.started = policy, started
-        self.window = CongestionWindow(policy, group=True)
+        self._rtt_hints = rtt_hints or {}
+        self._initial_window = _INITIAL_CWND  # per host; see _FIRST_FLIGHT
+        if self._rtt_hints:
+            first_flight = int(_FIRST_FLIGHT_SHARE * policy.max_parallelism)
+            share = first_flight // len(self._rtt_hints)
+            self._initial_window = max(_INITIAL_CWND, min(share, _MAX_INITIAL_CWND))
+        group_initial = max(_INITIAL_CWND, self._initial_window * len(self._rtt_hints))
+        self.window = CongestionWindow(policy, group=True, initial=group_initial)
         self.rtt = RttEstimator.from_policy(policy)
         self.bucket = TokenBucket(policy.max_rate, burst)
         self.sent = 0
         self._hosts: dict[Hashable, HostTiming] = {}
-        self._rtt_hints = rtt_hints or {}
 
     def host(self, key: Hashable, now: float) -> HostTiming:
         """The host's timing, created (its host timeout starting) on first use; a round
         trip measured before the scan (``rtt_hints``: host discovery) is its first sample."""
         timing = self._hosts.get(key)
         if timing is None:
-            timing = self._hosts[key] = HostTiming(self.policy, started=now)
+            timing = self._hosts[key] = HostTiming(
+                self.policy, started=now, initial_window=self._initial_window
+            )
             hint = self._rtt_hints.get(key)
             if hint is not None:
                 timing.rtt.observe(hint)
@@ -757,6 +814,8 @@ class ScanTiming:
         self.rtt.observe(now - sent, ambiguous=ambiguous)
         if icmp_error and tryno > 0:
             return
+        if tryno:
+            self.window.forget_expected(tryno)
         # No group decrease (departure from nmap): a drop shrinks the window of the host
         # that dropped. Congestion of the shared path makes every host drop, so every
         # host's window shrinks; one host that rate-limits its RSTs must not stall the

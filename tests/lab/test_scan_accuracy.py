@@ -191,3 +191,38 @@ def test_rate_limited_resets_stay_closed(engine: str) -> None:
     assert not stats.saturated(), f"the delay line dropped packets: {stats}"
     problems = mismatches(lab, engine, RST_PORTS, results)
     assert not problems, report(problems)
+
+
+def many_rst_limited_hosts(seed: int) -> Lab:
+    """24 hosts at 40 ms, each with 5 of 100 ports open, the rest closed, 50 RSTs/s each:
+    benchmark (b)'s shape. Scanned all at once, their windows open wide before the first
+    drop shows, which is where a scanner turns closed ports into filtered ones."""
+    rng = random.Random(seed)
+    hosts = [
+        Host(
+            address=IPv4Address(f"198.18.43.{10 + i}"),
+            open=dict.fromkeys(rng.sample(PORTS, 5), ListenerMode.ACCEPT),
+        )
+        for i in range(24)
+    ]
+    return Lab(
+        hosts,
+        link=Link(rtt=0.040),
+        rst_rate=RST_RATE,
+        rst_burst=RST_BURST,
+        seed=seed,
+        max_seconds=120,
+    )
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_many_rate_limited_hosts_at_default_timing(engine: str) -> None:
+    """As a user runs it: default timing and retries, host discovery first."""
+    with many_rst_limited_hosts(seed=11) as lab:
+        targets = [str(h.address) for h in lab.hosts]
+        results = list(portscout.iscan(targets, list(PORTS), engine=engine, key=11))
+        stats = lab.delay_line_stats()
+    assert not stats.saturated(), f"the delay line dropped packets: {stats}"
+    problems = mismatches(lab, engine, PORTS, results)
+    assert not problems, report(problems)

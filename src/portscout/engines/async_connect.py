@@ -55,6 +55,8 @@ _ECONNREFUSED = errno.ECONNREFUSED
 # Sockets refused at once are reused: a refused connect() leaves the socket unconnected,
 # and skipping socket() and close() halves the kernel's cost of a loopback probe.
 MAX_SPARE = 8
+# Linux retransmits a connect()'s SYN after 1 s (TCP_TIMEOUT_INIT), then 3 s, 7 s, ...
+KERNEL_SYN_TIMEOUT = 1.0
 # Probes pulled from the stream but waiting for their host's window, in all hosts.
 MAX_BACKLOG = 4096
 # A bench this long is settled even while its host still has probes in flight.
@@ -75,6 +77,7 @@ class _Attempt:
     tries: int
     timer: asyncio.TimerHandle | None = None
     retried_as: _Attempt | None = None  # the next try of this port, once it was sent
+    guessed: bool = False  # its timeout is the initial one: no round trip was known
 
 
 @dataclass(slots=True)
@@ -291,6 +294,7 @@ class _Scheduler:
             self.timing.on_send(attempt.probe.host, attempt.sent)
         self.loop.add_writer(fd, self._on_writable, fd)
         timeout = self.timing.probe_timeout(attempt.probe.host, attempt.sent)
+        attempt.guessed = not self.timing.rtt.samples and not host.timing.rtt.samples
         attempt.timer = self.loop.call_at(self.loop.time() + timeout, self._on_timeout, fd)
 
     # -- completions -----------------------------------------------------------------
@@ -308,13 +312,17 @@ class _Scheduler:
     def _answered(
         self, address: IPAddress, host: _Host, sent: float, tries: int, code: int
     ) -> None:
+        now = time.monotonic()
         self.timing.on_answer(
             address,
             sent=sent,
-            now=time.monotonic(),
+            now=now,
             host_in_flight=host.in_flight,
             total_in_flight=len(self.in_flight),
             tryno=tries - 1,
+            # The kernel sends the SYN of a connect() again after its own timeout: an
+            # answer after it may be to that SYN, so its RTT is unknown (Karn's rule).
+            ambiguous=now - sent >= KERNEL_SYN_TIMEOUT,
             icmp_error=code not in (0, errno.ECONNREFUSED, errno.ECONNRESET),
         )
         if self.timing.rtt.samples == 1 and self.in_flight:
@@ -322,13 +330,13 @@ class _Scheduler:
 
     def _rearm_initial_timers(self) -> None:
         """The scan's first RTT sample: probes sent before it wait for the initial timeout
-        (1 s at -T3), those to hosts without a sample of their own now wait for the
-        group's estimate instead (down hosts in discovery, filtered ports of a -Pn scan)."""
+        (1 s at -T3); they now wait for what their host's estimate, or the group's, says
+        (down hosts in discovery, the filtered ports of a -Pn scan's first window)."""
         now = time.monotonic()
         for fd, attempt in self.in_flight.items():
-            address = attempt.probe.host
-            if self.hosts[address].timing.rtt.samples or attempt.timer is None:
+            if not attempt.guessed or attempt.timer is None:
                 continue
+            address, attempt.guessed = attempt.probe.host, False
             attempt.timer.cancel()
             due = attempt.sent + self.timing.probe_timeout(address, now)
             attempt.timer = self.loop.call_at(
