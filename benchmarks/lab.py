@@ -117,18 +117,22 @@ def masscan_list(m: Measurement) -> Found:
     return {h: frozenset(p) for h, p in found.items()}
 
 
+def json_records(path: Path) -> list[dict[str, Any]]:
+    """The results in portscout's -oJ file (none if it is missing)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [record for record in map(json.loads, lines) if "port" in record]
+
+
 def json_lines(path: Path) -> Callable[[Measurement], Found]:
     """Open ports in portscout's -oJ file."""
 
     def read(_: Measurement) -> Found:
         found: dict[IPv4Address, set[int]] = {}
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError:
-            return {}
-        for line in lines:
-            record = json.loads(line)
-            if record.get("state") == "open" and "port" in record:
+        for record in json_records(path):
+            if record.get("state") == "open":
                 found.setdefault(IPv4Address(record["host"]), set()).add(int(record["port"]))
         return {h: frozenset(p) for h, p in found.items()}
 
@@ -140,15 +144,9 @@ def json_states(path: Path) -> Callable[[Measurement], States]:
 
     def read(_: Measurement) -> States:
         states: States = {}
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError:
-            return {}
-        for line in lines:
-            record = json.loads(line)
-            if "port" in record:
-                host = states.setdefault(IPv4Address(record["host"]), {})
-                host[int(record["port"])] = record["state"]
+        for record in json_records(path):
+            host = states.setdefault(IPv4Address(record["host"]), {})
+            host[int(record["port"])] = record["state"]
         return states
 
     return read

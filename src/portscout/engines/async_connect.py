@@ -250,13 +250,7 @@ class _Scheduler:
                 spare.append(sock)  # unconnected again, its source port released
             else:
                 sock.close()
-            rtt = time.monotonic() - now
-            host.immediate += 1
-            if (
-                host.immediate <= IMMEDIATE_SAMPLES_FIRST
-                or host.immediate % IMMEDIATE_SAMPLE_EVERY == 0
-            ):
-                self._answered(probe.host, host, now, tries, code)
+            rtt = self._decided_at_once(probe, host, now, tries, code)
             self.done.append(
                 Result(probe.host, probe.port, State.CLOSED, Reason.CONN_REFUSED, Protocol.TCP,
                        rtt, tries)
@@ -267,13 +261,7 @@ class _Scheduler:
                 self._shrink()
                 self._defer(probe.host, host, (probe, tries - 1), first=True)
                 return False
-            rtt = time.monotonic() - now
-            host.immediate += 1
-            if (
-                host.immediate <= IMMEDIATE_SAMPLES_FIRST
-                or host.immediate % IMMEDIATE_SAMPLE_EVERY == 0
-            ):
-                self._answered(probe.host, host, now, tries, code)
+            rtt = self._decided_at_once(probe, host, now, tries, code)
             if code == 0:
                 self.done.append(connected_result(sock, probe, rtt, tries))
             else:
@@ -281,6 +269,19 @@ class _Scheduler:
         finally:
             sock.close()
         return True
+
+    def _decided_at_once(
+        self, probe: Probe, host: _Host, sent: float, tries: int, code: int
+    ) -> float:
+        """Account for a probe that connect() decided (see IMMEDIATE_SAMPLE_EVERY); its RTT."""
+        rtt = time.monotonic() - sent
+        host.immediate += 1
+        if (
+            host.immediate <= IMMEDIATE_SAMPLES_FIRST
+            or host.immediate % IMMEDIATE_SAMPLE_EVERY == 0
+        ):
+            self._answered(probe.host, host, sent, tries, code)
+        return rtt
 
     def _shrink(self) -> None:
         """Out of descriptors or ports: fly fewer probes from now on (never below one)."""
