@@ -3,6 +3,7 @@ to a fake resolver, and addresses are only parsed (198.18.0.0/15 and documentati
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from itertools import pairwise
@@ -340,6 +341,15 @@ def test_read_target_file(tmp_path: Path) -> None:
         "198.18.1.0/24",
     ]
     assert read_target_file(path) == read_target_file(str(path))
+
+
+def test_read_target_list_from_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-iL -`` reads standard input, as nmap does; bad bytes are one clear error."""
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"198.18.0.1 # a\n::1\n")))
+    assert read_target_file("-") == ["198.18.0.1", "::1"]
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"198.18.0.1\xff\n")))
+    with pytest.raises(TargetError, match=r"'-'.*not UTF-8"):
+        read_target_file("-")
 
 
 def test_read_empty_target_file_then_parse(tmp_path: Path) -> None:

@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="*", metavar="TARGET", help="198.18.0.1, ::1, 198.18.0.0/24")
     p.add_argument("-V", "--version", action="version", version=f"portscout {__version__}")
     t = p.add_argument_group("targets")
-    t.add_argument("-iL", dest="input_list", metavar="FILE", help="read targets from FILE")
+    t.add_argument(
+        "-iL", dest="input_list", metavar="FILE", help="read targets from FILE (- for stdin)"
+    )
     t.add_argument("--exclude", metavar="SPECS", help="comma-separated targets to skip")
     t.add_argument("--exclude-file", metavar="FILE", help="skip the targets listed in FILE")
     t.add_argument("-n", action="store_true", help="no reverse DNS (portscout never does it)")

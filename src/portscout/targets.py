@@ -201,13 +201,17 @@ def parse_targets(
 
 def read_target_file(path: str | os.PathLike[str]) -> list[str]:
     """The target expressions of an nmap ``-iL`` file: separated by any whitespace, with
-    ``#`` starting a comment that runs to the end of the line.
+    ``#`` starting a comment that runs to the end of the line. ``-`` is standard input, as
+    in nmap (``... | portscout -iL -``).
 
     Raises ``TargetError`` naming the path if it cannot be read or is not UTF-8 text.
     """
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
+        if os.fspath(path) == "-":
+            text = sys.stdin.buffer.read().decode("utf-8")
+        else:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise TargetError(f"cannot read target file '{os.fspath(path)}': {reason}") from exc
