@@ -29,6 +29,7 @@ from tests.engines.conftest import nft_rules, serve
         (["-iL", "/nonexistent/targets.txt"], "/nonexistent/targets.txt"),
         ([], "no targets given"),
         (["127.0.0.1", "-oJ", "-", "-oX", "-"], "only one output may go to stdout"),
+        (["127.0.0.1", "--host-timeout", "30s"], "--host-timeout is not supported"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

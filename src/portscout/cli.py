@@ -147,6 +147,14 @@ TIMING_FIELDS = (
 
 
 def timing_from_args(args: argparse.Namespace) -> TimingPolicy:
+    if args.host_timeout is not None:
+        # Probes of all hosts are interleaved (the keyed permutation), so every host is
+        # being scanned from the first second to the last: a per-host clock would cut
+        # every host of a long scan short, not just the slow one nmap's option is for.
+        raise UsageError(
+            "--host-timeout is not supported: hosts are scanned interleaved, not in turn"
+            " (bound slow hosts with --max-rtt-timeout and --max-retries)"
+        )
     base = TimingPolicy.template(3 if args.template is None else args.template)
     changes = {
         name: getattr(args, name) for name in TIMING_FIELDS if getattr(args, name) is not None

@@ -160,7 +160,9 @@ class TimingPolicy:
 
     Durations are seconds; ``min_rate``/``max_rate`` are probes per second (None: no
     bound); parallelism counts probes in flight. ``host_timeout`` None: never give up on a
-    host. ``level`` is the -T level, which also picks nmap's congestion constants.
+    host; it is kept for nmap's templates (-T5 sets 15 min) and ``HostTiming.expired``, but
+    no engine applies it yet (the command line refuses ``--host-timeout``, see ``cli``).
+    ``level`` is the -T level, which also picks nmap's congestion constants.
     Raises OptionError with one line naming the option(s) at fault.
     """
 
