@@ -37,10 +37,12 @@ PR_SET_PDEATHSIG = 1
 
 @typing.runtime_checkable
 class CountsClosed(typing.Protocol):
-    """An engine that can count closed ports instead of yielding a Result each (syn)."""
+    """An engine that can count closed ports instead of yielding a Result each (syn), and
+    collect them per host (reason ``reset``) in ``closed_ports`` when that is a dict."""
 
     keep_closed: bool
     closed: int
+    closed_ports: dict[IPAddress, array[int]] | None
     sent: int  # probes sent in all, once the run is over
 
 
@@ -111,17 +113,22 @@ def _worker(
         accounted = 0  # probes reported so far, for the syn engine's final correction
         flushed = time.monotonic()
         engine = create_engine(engine_name)
-        counter = engine if closed_as == "count" and isinstance(engine, CountsClosed) else None
-        if counter is not None:
-            counter.keep_closed = False
         in_results = closed_as == "results"
         grouped = closed_as == "ports"
+        counter = engine if not in_results and isinstance(engine, CountsClosed) else None
+        if counter is not None:
+            counter.keep_closed = False
+            counter.closed_ports = {} if grouped else None
 
         def flush(last: bool = False) -> None:
             nonlocal rows, groups, closed, counted, closed_tries, accounted, flushed
             if counter is not None:  # counted in the engine: one try each, until corrected
                 fresh = counter.closed - counted
                 closed, closed_tries, counted = closed + fresh, closed_tries + fresh, counter.closed
+                if counter.closed_ports:
+                    for host, ports in counter.closed_ports.items():
+                        groups.setdefault((host, Reason.RESET), array("H")).extend(ports)
+                    counter.closed_ports.clear()
             accounted += closed_tries + sum(row[6] for row in rows)
             if last and counter is not None:  # the engine knows what it sent in all
                 closed_tries += max(0, counter.sent - accounted)

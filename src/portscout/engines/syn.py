@@ -59,6 +59,7 @@ import socket
 import struct
 import sys
 import time
+from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -269,7 +270,9 @@ class SynEngine:
 
     ``keep_closed`` False: closed ports are only counted in ``closed``, never yielded, which
     spares a ``Result`` per closed port (``engines.processes`` sets it when its caller only
-    counts them); every other result is yielded as usual.
+    counts them); every other result is yielded as usual. With ``closed_ports`` a dict as
+    well, those closed ports (reason ``reset``) are also collected there, per host, as an
+    array the caller may take and clear while the scan runs (the history database's need).
 
     ``run`` raises ``PrivilegeError`` without root or CAP_NET_RAW, ``ScanError`` when no
     source port block is free or a send fails for a local reason.
@@ -289,6 +292,7 @@ class SynEngine:
         self.keep_closed = keep_closed
         self.sent = 0  # SYNs sent by the last run, retransmissions included
         self.closed = 0  # closed ports counted and not yielded (keep_closed False)
+        self.closed_ports: dict[IPAddress, array[int]] | None = None
         self.source_ports: range | None = None  # the block the running scan holds
 
     async def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
@@ -299,7 +303,10 @@ class SynEngine:
             claim = rawsock.claim_source_ports(SOURCE_PORTS)
         except OSError as exc:
             raise ScanError(f"no free source ports for the syn engine: {exc.strerror}") from exc
-        scan = _SynScan(scan_secret(self.key), claim.ports, policy, options, self.keep_closed)
+        scan = _SynScan(
+            scan_secret(self.key), claim.ports, policy, options, self.keep_closed,
+            self.closed_ports,
+        )  # fmt: skip
         self.source_ports, self.closed = claim.ports, 0
         source, exhausted, done = iter(probes), False, scan.done
         try:
@@ -332,10 +339,11 @@ class _SynScan:
         policy: TimingPolicy,
         options: EngineOptions,
         keep_closed: bool,
+        closed_ports: dict[IPAddress, array[int]] | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.secret, self.sports, self.limit = secret, sports, options.max_in_flight
-        self.keep_closed = keep_closed
+        self.keep_closed, self.closed_ports = keep_closed, closed_ports
         self.matcher = AnswerMatcher(secret, sports)
         self.timing = ScanTiming(
             policy, started=time.monotonic(), burst=BURST, rtt_hints=options.rtt_hints
@@ -641,6 +649,7 @@ class _SynScan:
         low, high, matcher = self.sports.start, self.sports.stop, self.matcher
         in_flight = self.in_flight
         get, late, count_only, closed = in_flight.get, self.timed_out.get, not self.keep_closed, 0
+        collected = self.closed_ports
         while True:
             lengths = batch.lengths(batch.receive())
             for i, length in enumerate(lengths):
@@ -684,6 +693,8 @@ class _SynScan:
                     del in_flight[key]
                     entry[5].in_flight -= 1
                     closed += 1
+                    if collected is not None:
+                        self._collect_closed(entry[0])
                     continue
                 self._decide(key, entry, sport - low, state, reason, ttl)
             if len(lengths) < size:
@@ -769,11 +780,20 @@ class _SynScan:
             )  # fmt: skip
         if state is State.CLOSED and not self.keep_closed:
             self.closed += 1
+            if self.closed_ports is not None:
+                self._collect_closed(probe)
             return
         self.done.append(
             Result(host=probe.host, port=probe.port, state=state, reason=reason,
                    rtt=now - sent if exact else None, tries=tries, reason_ttl=ttl)
         )  # fmt: skip
+
+    def _collect_closed(self, probe: Probe) -> None:
+        assert self.closed_ports is not None
+        ports = self.closed_ports.get(probe.host)
+        if ports is None:
+            ports = self.closed_ports[probe.host] = array("H")
+        ports.append(probe.port)
 
     def _watched_answer(
         self, host: _Host, port: int, tries: int, tryno: int, sent: float, exact: bool,
