@@ -10,11 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portscout.errors import OptionError
+from portscout.host_timing import HostTiming, ScanTiming
 from portscout.timing import (
     CongestionWindow,
-    HostTiming,
     RttEstimator,
-    ScanTiming,
     TimingPolicy,
     TokenBucket,
     behind_min_rate,

@@ -7,7 +7,7 @@ processed when connect() returns, so such ports are decided without touching the
 loop, and a socket refused this way is unconnected again and serves the next probe: no
 ``socket()`` and ``close()`` a closed port, which halves the kernel's cost of a loopback
 probe (9 us against 16 us here). Probes still in progress get a writer callback and a
-timer, and the ``ScanTiming`` of ``portscout.timing`` decides how many may be in flight
+timer, and the ``ScanTiming`` of ``portscout.host_timing`` decides how many may be in flight
 per host and in all, how long each may take (RFC 6298 estimate per host), and how often a
 silent port is retried.
 
@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 
 from portscout.engines.base import BACKPRESSURE, EngineOptions
 from portscout.engines.connect import connected_result, error_result, family
+from portscout.host_timing import HostTiming, ScanTiming
 from portscout.plan import Probe
 from portscout.results import IPAddress, Protocol, Reason, Result, State
-from portscout.timing import HostTiming, ScanTiming
 
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_ERROR = socket.SO_ERROR

@@ -16,7 +16,7 @@ How a scan runs (masscan's design, nmap's timing):
   bucket from ``timing``, bursts of ``BURST``). The receiver runs on the same event loop
   (``add_reader``); the scan ends when every probe was answered or, after its retries, timed
   out, so reading goes on until the last probe's timeout after the last send.
-* Timing (``timing.ScanTiming``, the policy of ``EngineOptions``): per-host RTT (RFC 6298)
+* Timing (``host_timing.ScanTiming``, the policy of ``EngineOptions``): per-host RTT (RFC 6298)
   gives the timeout, and answers to retransmissions raise the retries a host's silent ports
   get (nmap's ``allowedTryno``). The try number is the offset of the source port in our
   block, so an RTT sample names the try it belongs to (Karn). To keep the per-answer cost
@@ -70,6 +70,7 @@ from typing import Final
 from portscout.engines import rawsock
 from portscout.engines.base import BACKPRESSURE, CONNECT_ERRORS, EngineOptions
 from portscout.errors import ScanError
+from portscout.host_timing import ScanTiming
 from portscout.packets import (
     ACK,
     IPPROTO_ICMPV6,
@@ -82,7 +83,7 @@ from portscout.packets import (
 )
 from portscout.plan import Probe
 from portscout.results import IPAddress, Reason, Result, State
-from portscout.timing import ScanTiming, TimingPolicy, TokenBucket, loss_retries
+from portscout.timing import TimingPolicy, TokenBucket, loss_retries
 
 DEFAULT_RATE: Final = 300_000.0  # packets/s per engine: loopback keeps up, answers are not lost
 BURST: Final = 128  # sends per event-loop turn, and the token bucket's depth
@@ -188,7 +189,7 @@ Pending = tuple[Probe, int]  # a probe and the tries already made
 
 @dataclass(slots=True, eq=False)
 class _Host:
-    """What the engine keeps per target host, next to its ``timing.HostTiming``.
+    """What the engine keeps per target host, next to its ``host_timing.HostTiming``.
 
     ``backlog``: probes waiting to be sent (retries, and every probe of a ``throttled``
     host), made on first use: most hosts never need one. ``bench``: ports whose tries
