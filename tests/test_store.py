@@ -328,3 +328,36 @@ def test_closed_ports_as_groups_and_schema_1_rows(tmp_path: Path) -> None:
     assert closed == [1, 2, 3, 5, 7, 9, 65535]
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_forget_deletes_scans_with_their_results(tmp_path: Path) -> None:
+    """All of the named scans or none: an unknown id or a running scan changes nothing."""
+    path = tmp_path / "h.db"
+    with Store.open(path) as store:
+        kept = _record(store, [_result(22, State.OPEN), _result(23, State.CLOSED)])
+        gone = _record(store, [_result(80, State.OPEN), _result(81, State.CLOSED)])
+        running = store.begin(_meta(), {"targets": ["127.0.0.1"]}, planned=1)  # our pid
+        with pytest.raises(StoreError, match="no scan 99"):
+            store.forget([gone, 99])
+        with pytest.raises(StoreError, match=f"scan {running} is still running"):
+            store.forget([gone, running])
+        assert [s.id for s in store.scans()] == [running, gone, kept]
+        store.forget([gone])
+        assert [s.id for s in store.scans()] == [running, kept]
+        assert [r.port for r in store.results(kept)] == [22, 23]
+    with sqlite3.connect(path) as db:
+        for table in ("result", "closed"):
+            count = db.execute(f"SELECT count(*) FROM {table} WHERE scan_id = ?", (gone,))
+            assert count.fetchone()[0] == 0
+
+
+def test_forget_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "h.db"
+    assert main(["forget", "1", "--db", str(path)]) == 1  # no database: one line, nothing made
+    assert "no history database" in capsys.readouterr().err
+    assert not path.exists()
+    with Store.open(path) as store:
+        scan_id = _record(store, [_result(22, State.OPEN)])
+    assert main(["forget", str(scan_id), "--db", str(path)]) == 0
+    with Store.open(path, readonly=True) as store:
+        assert store.scans() == []

@@ -44,7 +44,7 @@ from portscout.timing import TimingPolicy, parse_duration, parse_template
 log = logging.getLogger("portscout")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-COMMANDS = ("demo", "history", "show", "diff", "resume")
+COMMANDS = ("demo", "history", "show", "diff", "resume", "forget")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="portscout",
         description="Scan TCP ports. Targets: addresses, names, CIDR, nmap ranges.",
         epilog="Commands: 'portscout demo' scans listeners in a private network namespace;"
-        " 'portscout history', 'show ID', 'diff A B', 'resume ID' use the scan history.",
+        " 'portscout history', 'show ID', 'diff A B', 'resume ID', 'forget ID...' use the"
+        " scan history.",
     )
     p.add_argument("targets", nargs="*", metavar="TARGET", help="198.18.0.1, ::1, 198.18.0.0/24")
     p.add_argument("-V", "--version", action="version", version=f"portscout {__version__}")
@@ -424,6 +425,8 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     if command in ("show", "resume"):
         p.add_argument("id", type=int, metavar="ID", help="the scan's id (portscout history)")
         add_output_options(p)
+    if command == "forget":
+        p.add_argument("ids", type=int, nargs="+", metavar="ID", help="scans to delete")
     if command == "diff":
         p.add_argument("a", type=int, metavar="A", help="the earlier scan's id")
         p.add_argument("b", type=int, metavar="B", help="the later scan's id")
@@ -438,7 +441,7 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
 
 
 def run_command(command: str, argv: Sequence[str]) -> int:
-    """``history``, ``show``, ``diff`` and ``resume``."""
+    """``history``, ``show``, ``diff``, ``resume`` and ``forget``."""
     args = _command_parser(command).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "debug", False) else logging.WARNING,
@@ -457,6 +460,13 @@ def run_command(command: str, argv: Sequence[str]) -> int:
             done = frozenset(Probe(r.host, r.port) for r in prior)
             config = config_from_record(stored.config, done)
             return run_scan(config, args, store=store, resume=stored, prior=prior)
+    if command == "forget":
+        if not _db_path(args).is_file():
+            raise StoreError(f"no history database at '{_db_path(args)}'")
+        with Store.open(_db_path(args)) as store:
+            store.forget(args.ids)
+        print(f"portscout: forgot scan(s) {', '.join(map(str, args.ids))}", file=sys.stderr)
+        return EXIT_OK
     with Store.open(_db_path(args), readonly=True) as store:
         if command == "history":
             _print_history(store.scans(args.last), as_json=args.json)

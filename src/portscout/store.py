@@ -318,6 +318,19 @@ class Store:
                 (counts[State.OPEN], counts[State.CLOSED], counts[State.FILTERED], sent, scan_id),
             )
 
+    def forget(self, scan_ids: Sequence[int]) -> None:
+        """Delete scans with their results, in one transaction: all of them or none.
+
+        Raises ``StoreError`` for an id that is not here or a scan still being written.
+        The space is reused by later scans; the file does not shrink (no VACUUM).
+        """
+        for scan_id in scan_ids:
+            if self.load(scan_id).alive:
+                raise StoreError(f"scan {scan_id} is still running")
+        with _translated(self.path), self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("DELETE FROM scan WHERE id = ?", [(i,) for i in scan_ids])
+
     def end(self, scan_id: int, status: ScanStatus, finished: float) -> None:
         """Close the record: its status, and counters recounted from what is stored."""
         with _translated(self.path), self._db:
