@@ -120,7 +120,8 @@ async def _icmp_echo(hosts: Sequence[IPAddress], options: EngineOptions, found: 
     ident = os.getpid() & 0xFFFF
     index = {h: i & 0xFFFF for i, h in enumerate(hosts)}
     policy = options.policy()
-    sent: dict[IPAddress, float] = {}  # the last request to each host
+    sent: dict[IPAddress, float] = {}  # first requests, until a second makes replies ambiguous
+    silent = set(hosts)  # not answered yet: a set, as a /16 gets tens of thousands of replies
     with sock:
         sock.setblocking(False)
 
@@ -136,10 +137,11 @@ async def _icmp_echo(hosts: Sequence[IPAddress], options: EngineOptions, found: 
                 kind, _, _, rid, rseq = struct.unpack_from("!BBHHH", packet, header_len)
                 host = ip_address(source)
                 if kind == ICMP_ECHO_REPLY and rid == ident and index.get(host) == rseq:
-                    # Of the last request: an answer to an earlier one reads short (Karn).
+                    # Timed only when one request went out (Karn's rule).
                     rtt = time.monotonic() - sent[host] if host in sent else None
                     found.mark(host, Reason.ECHO_REPLY, rtt)
-                    if all(h in found for h in hosts):
+                    silent.discard(host)
+                    if not silent:
                         everyone.set()
 
         everyone = asyncio.Event()
@@ -167,9 +169,3 @@ async def _icmp_echo(hosts: Sequence[IPAddress], options: EngineOptions, found: 
                         break
         finally:
             loop.remove_reader(sock.fileno())
-
-
-def _address(text: str) -> IPAddress:
-    from ipaddress import ip_address
-
-    return ip_address(text)
