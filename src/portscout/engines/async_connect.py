@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 from portscout.engines.base import BACKPRESSURE, EngineOptions
-from portscout.engines.connect import connected_result, error_result, family
+from portscout.engines.connect import decided_result, family
 from portscout.host_timing import HostTiming, ScanTiming
 from portscout.plan import Probe
 from portscout.results import IPAddress, Protocol, Reason, Result, State
@@ -262,10 +262,7 @@ class _Scheduler:
                 self._defer(probe.host, host, (probe, tries - 1), first=True)
                 return False
             rtt = self._decided_at_once(probe, host, now, tries, code)
-            if code == 0:
-                self.done.append(connected_result(sock, probe, rtt, tries))
-            else:
-                self.done.append(error_result(code, probe, rtt, tries))
+            self.done.append(decided_result(code, sock, probe, rtt, tries))
         finally:
             sock.close()
         return True
@@ -385,10 +382,7 @@ class _Scheduler:
                 return
             rtt = time.monotonic() - attempt.sent
             self._answered(probe.host, host, attempt.sent, attempt.tries, code)
-            if code == 0:
-                self.done.append(connected_result(sock, probe, rtt, tries))
-            else:
-                self.done.append(error_result(code, probe, rtt, tries))
+            self.done.append(decided_result(code, sock, probe, rtt, tries))
         finally:
             sock.close()
         self._notify()
@@ -409,10 +403,7 @@ class _Scheduler:
                 self._defer(probe.host, host, (probe, attempt.tries - 1), first=True)
                 return
             self._answered(probe.host, host, attempt.sent, attempt.tries, code)
-            if code == 0:
-                self.done.append(connected_result(sock, probe, rtt, attempt.tries))
-            else:
-                self.done.append(error_result(code, probe, rtt, attempt.tries))
+            self.done.append(decided_result(code, sock, probe, rtt, attempt.tries))
         finally:
             sock.close()
         self._settle_if_quiet(probe.host, host)

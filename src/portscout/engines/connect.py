@@ -70,6 +70,13 @@ def error_result(code: int, probe: Probe, rtt: float | None, tries: int) -> Resu
     )  # fmt: skip
 
 
+def decided_result(code: int, sock: _socket.socket, probe: Probe, rtt: float, tries: int) -> Result:
+    """The result of a connect() that ended with ``code`` (0: connected, else an errno)."""
+    if code == 0:
+        return connected_result(sock, probe, rtt, tries)
+    return error_result(code, probe, rtt, tries)
+
+
 def blocking_probe(probe: Probe, options: EngineOptions, stop: threading.Event) -> Result | None:
     """Probe with blocking connects (timeout per attempt, retries on timeout).
 
