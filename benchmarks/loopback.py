@@ -151,6 +151,19 @@ def full_scan_tools(workdir: Path, floors: dict[str, Path], quick: bool) -> list
     return tools
 
 
+def baseline_tools(tools: Sequence[Tool], src: Path) -> list[Tool]:
+    """The portscout rows of ``tools`` again, run from another checkout's ``src`` (a
+    before/after comparison in one run, under the same load)."""
+    compile_package(src)
+    prefix = ("env", f"PYTHONPATH={src.resolve()}")
+    return [
+        Tool(name=f"{t.name} @base", kind=t.kind, cmd=(*prefix, *t.cmd), reps=t.reps,
+             found=t.found, timeout=t.timeout)
+        for t in tools
+        if t.name.startswith("portscout")
+    ]  # fmt: skip
+
+
 def study_tools(workdir: Path) -> list[Tool]:
     ports = "-".join(map(str, STUDY_RANGE))
     return [
@@ -311,6 +324,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated substrings: run only the portscout rows whose name has one"
         " (floors and nmap always run; the study table is skipped)",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also run the portscout rows from SRC (the src/ of another checkout, e.g. a git"
+        " worktree of the previous commit): before and after in one run",
+    )
     return p.parse_args(argv)
 
 
@@ -349,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             full = [t for t in full if t.is_floor or t.name.startswith("nmap")
                     or any(w in t.name for w in wanted)]  # fmt: skip
             study = []
+        if args.baseline:
+            full += baseline_tools(full, Path(args.baseline))
         with listeners({("127.0.0.1", p): mode for p, mode in LISTENERS.items()}, lifetime=3600.0):
             run_rounds(full, "1-65535", launcher)
             if study:

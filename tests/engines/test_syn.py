@@ -21,10 +21,11 @@ from portscout.engines import ENGINES, rawsock
 from portscout.engines.async_connect import AsyncConnectEngine
 from portscout.engines.base import Engine, EngineOptions
 from portscout.engines.processes import ClosedAs, run_sharded
-from portscout.engines.syn import BURST, AnswerMatcher, SynEngine, scan_secret
+from portscout.engines.syn import AnswerMatcher, SynEngine, scan_secret
 from portscout.packets import ACK, RST, SYN, build_ipv4_syn, checksum, match_ipv4, tcp_checksum
 from portscout.plan import ScanPlan
 from portscout.results import Reason, Result, State
+from portscout.schedule import BURST
 from portscout.targets import parse_targets
 from tests.engines.conftest import nft_rules, serve
 

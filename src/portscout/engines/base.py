@@ -23,7 +23,10 @@ from portscout.timing import TimingPolicy
 # BACKPRESSURE) or a bug, never a port state.
 CONNECT_ERRORS: dict[int, tuple[State, Reason]] = {
     errno.ECONNREFUSED: (State.CLOSED, Reason.CONN_REFUSED),  # RST (or ICMP port unreach)
-    errno.ECONNRESET: (State.CLOSED, Reason.RESET),
+    # The handshake completed, then the peer reset: a service that hangs up at once, or a
+    # SYN proxy's backend. Open, as nmap -sT and a SYN scan say (a refused SYN is
+    # ECONNREFUSED).
+    errno.ECONNRESET: (State.OPEN, Reason.SYN_ACK),
     errno.ETIMEDOUT: (State.FILTERED, Reason.NO_RESPONSE),  # the kernel's SYN retries ran out
     errno.EHOSTUNREACH: (State.FILTERED, Reason.HOST_UNREACH),  # ICMP host unreach/prohibited
     errno.ENETUNREACH: (State.FILTERED, Reason.NET_UNREACH),
