@@ -88,6 +88,11 @@ class Stage(enum.Enum):
     DECIDED = "decided"
 
 
+# An enum member costs a class attribute lookup (0.2 us in 3.11): the hot paths use these.
+_WAITING, _IN_FLIGHT, _BENCHED, _DECIDED = (
+    Stage.WAITING, Stage.IN_FLIGHT, Stage.BENCHED, Stage.DECIDED,
+)  # fmt: skip
+
 # (stage, event) -> next stage: every move a flight makes. Tests hold the code to it.
 TRANSITIONS: Final[Mapping[tuple[Stage | None, str], Stage]] = {
     (None, "pulled"): Stage.IN_FLIGHT,
@@ -146,11 +151,13 @@ class Flight:
 
     __slots__ = ("free", "host", "lost", "probe", "sent", "stage", "tag", "tries")
 
-    def __init__(self, probe: Probe, host: HostState) -> None:
+    def __init__(self, probe: Probe, host: HostState, sent: float) -> None:
+        """A flight whose first try goes out at ``sent``."""
         self.probe, self.host = probe, host
-        self.tries = 0
-        self.sent = self.lost = -math.inf
-        self.stage: Stage | None = None
+        self.tries = 1
+        self.sent = sent
+        self.lost = -math.inf
+        self.stage: Stage | None = _IN_FLIGHT
         self.free = 0
         self.tag = -1
 
@@ -251,43 +258,52 @@ class Scheduler:
         batch: list[Flight] = []
         if self.waiting:
             self._release(batch, room, now)
+            expiry = self.expiry
+            for flight in batch:  # retries, and throttled hosts' first tries
+                flight.tries += 1
+                flight.sent = now
+                flight.stage = _IN_FLIGHT
+                host = flight.host
+                host.in_flight += 1
+                host.sent += 1
+                expiry.append((now, flight, flight.tries))
         wanted = room - len(batch)
         if wanted and not self.exhausted and self.held < MAX_BACKLOG:
             self._pull(batch, wanted, now)
-        if not batch:
-            return batch
-        expiry = self.expiry
-        for flight in batch:
-            flight.tries += 1
-            flight.sent = now
-            flight.stage = Stage.IN_FLIGHT
-            host = flight.host
-            host.in_flight += 1
-            host.sent += 1
-            expiry.append((now, flight, flight.tries))
         self.in_flight += len(batch)
         self.sent += len(batch)
         return batch
 
     def _pull(self, batch: list[Flight], wanted: int, now: float) -> None:
-        """Fresh probes into ``batch``, or into their throttled hosts' backlogs."""
+        """Fresh probes into ``batch`` as flights sent at ``now``, or into their throttled
+        hosts' backlogs. The hot path of a fast scan: hosts looked up once per run of
+        their probes, counted once per run."""
         fresh = 0
-        last_address, last_host, hosts = self._last_address, self._last_host, self.hosts
+        last_address, host, hosts = self._last_address, self._last_host, self.hosts
+        run = 0  # flights of ``host`` in a row, counted when the run ends
+        append, expire = batch.append, self.expiry.append
         for probe in islice(self._source, wanted):
             fresh += 1
             address = probe.host
-            if address is last_address and last_host is not None:
-                host = last_host  # one host's ports in a row: no hashing again
-            else:
+            if address is not last_address or host is None:
+                if run and host is not None:
+                    host.in_flight += run
+                    host.sent += run
+                    run = 0
                 host = hosts.get(address) or self.host(address, now)
-                last_address, last_host = address, host
-            flight = Flight(probe, host)
+                last_address = address
+            flight = Flight(probe, host, now)
             if host.throttled:
-                flight.stage = Stage.WAITING
+                flight.tries, flight.stage = 0, _WAITING
                 self._hold(host, flight)
-            else:
-                batch.append(flight)
-        self._last_address, self._last_host = last_address, last_host
+                continue
+            append(flight)
+            expire((now, flight, 1))
+            run += 1
+        if run and host is not None:
+            host.in_flight += run
+            host.sent += run
+        self._last_address, self._last_host = last_address, host
         if fresh < wanted:
             self.exhausted = True
 
@@ -308,7 +324,7 @@ class Scheduler:
             released = 0
             while backlog and len(batch) < room:
                 flight = backlog[0]
-                if flight.stage is Stage.DECIDED:
+                if flight.stage is _DECIDED:
                     backlog.popleft()  # a late answer decided it
                     self.held -= 1
                     continue
@@ -349,11 +365,11 @@ class Scheduler:
         """The engine could not send ``flight`` for a local reason that passes (out of
         descriptors, buffers, source ports): it goes back to the head of its backlog, its
         try not counted."""
-        assert flight.stage is Stage.IN_FLIGHT
+        assert flight.stage is _IN_FLIGHT
         host = flight.host
         flight.tries -= 1
         flight.sent = flight.lost
-        flight.stage = Stage.WAITING
+        flight.stage = _WAITING
         host.in_flight -= 1
         host.sent -= 1
         self.in_flight -= 1
@@ -368,10 +384,10 @@ class Scheduler:
 
     def _leave_flight(self, flight: Flight) -> None:
         """Take ``flight`` out of where it waits (lazily for backlogs and benches)."""
-        if flight.stage is Stage.IN_FLIGHT:
+        if flight.stage is _IN_FLIGHT:
             flight.host.in_flight -= 1
             self.in_flight -= 1
-        flight.stage = Stage.DECIDED
+        flight.stage = _DECIDED
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -389,7 +405,7 @@ class Scheduler:
         is unknown (an answer to an earlier try, or to one the engine cannot tell apart).
         ``icmp_error``: the answer was an ICMP error (filtered); ``ambiguous``: the engine
         knows the answer may be to a resend it did not make (the kernel's own)."""
-        if flight.stage is Stage.DECIDED:
+        if flight.stage is _DECIDED:
             return None
         host, tries, sent = flight.host, flight.tries, flight.sent
         self._leave_flight(flight)
@@ -411,12 +427,12 @@ class Scheduler:
         now (not watched, sampled within ``SAMPLE_INTERVAL``); else False, nothing done."""
         host = flight.host
         if (
-            flight.stage is not Stage.IN_FLIGHT
+            flight.stage is not _IN_FLIGHT
             or host.watched
             or now - self._last_sample >= SAMPLE_INTERVAL
         ):
             return False
-        flight.stage = Stage.DECIDED
+        flight.stage = _DECIDED
         host.in_flight -= 1
         self.in_flight -= 1
         return True
@@ -476,11 +492,10 @@ class Scheduler:
         expiry, expired = self.expiry, []
         while expiry:
             sent, flight, tries = expiry[0]
-            if flight.stage is not Stage.IN_FLIGHT or flight.tries != tries or flight.sent != sent:
+            if flight.stage is not _IN_FLIGHT or flight.tries != tries or flight.sent != sent:
                 expiry.popleft()
                 continue
-            host = flight.host
-            if now - sent < self.timeout(host):
+            if sent + self.timeout(flight.host) > now:  # as next_due computes it
                 break
             expiry.popleft()
             self._timed_out(flight, now)
@@ -505,10 +520,10 @@ class Scheduler:
         ):
             flight.free += 1
         if flight.tries - flight.free <= self.allowed(host):
-            flight.stage = Stage.WAITING
+            flight.stage = _WAITING
             self._hold(host, flight, first=True)
         else:
-            flight.stage = Stage.BENCHED
+            flight.stage = _BENCHED
             host.bench.append(flight)
             self.benched.add(host)
             log.debug("%s port %d benched after %d tries", host.address, port, flight.tries)
@@ -538,7 +553,7 @@ class Scheduler:
         for flight in chain(host.backlog or (), host.bench):
             flight.free = flight.tries
         for _sent, flight, tries in self.expiry:
-            if flight.host is host and flight.stage is Stage.IN_FLIGHT and flight.tries == tries:
+            if flight.host is host and flight.stage is _IN_FLIGHT and flight.tries == tries:
                 flight.free = tries - 1  # its last try is judged at its timeout
 
     def _settle_if_quiet(self, host: HostState) -> None:
@@ -552,13 +567,13 @@ class Scheduler:
         host.bench = []
         self.benched.discard(host)
         for flight in bench:
-            if flight.stage is not Stage.BENCHED:
+            if flight.stage is not _BENCHED:
                 continue  # a late answer decided it
             if flight.tries - flight.free <= allowed:
-                flight.stage = Stage.WAITING
+                flight.stage = _WAITING
                 self._hold(host, flight)
             else:
-                flight.stage = Stage.DECIDED
+                flight.stage = _DECIDED
                 self.ended.append(flight)
                 probe = flight.probe
                 self.done.append(
@@ -589,7 +604,7 @@ class Scheduler:
         expiry = self.expiry
         while expiry:
             sent, flight, tries = expiry[0]
-            if flight.stage is Stage.IN_FLIGHT and flight.tries == tries and flight.sent == sent:
+            if flight.stage is _IN_FLIGHT and flight.tries == tries and flight.sent == sent:
                 waits.append(max(0.0, sent + self.timeout(flight.host) - now))
                 break
             expiry.popleft()

@@ -57,6 +57,9 @@ KERNEL_SYN_TIMEOUT = 1.0
 # Probes sent per pass of the loop at most, so that results flow out meanwhile.
 SEND_BUDGET = 1024
 NO_SOCKET = -1
+_DECIDED = Stage.DECIDED
+# An enum member costs a class attribute lookup (0.2 us in 3.11): per probe, these.
+_CLOSED, _CONN_REFUSED, _TCP = State.CLOSED, Reason.CONN_REFUSED, Protocol.TCP
 
 
 class AsyncConnectEngine:
@@ -167,7 +170,7 @@ class _ConnectScan:
             self._answered(flight, tryno, now, code)
             probe = flight.probe
             self.scheduler.done.append(
-                Result(probe.host, probe.port, State.CLOSED, Reason.CONN_REFUSED, Protocol.TCP,
+                Result(probe.host, probe.port, _CLOSED, _CONN_REFUSED, _TCP,
                        now - sent, flight.tries)
             )  # fmt: skip
             return True
@@ -228,7 +231,7 @@ class _ConnectScan:
         flight, sock, tryno = self.sockets.pop(fd)
         self.loop.remove_writer(fd)
         try:
-            if flight.stage is Stage.DECIDED:
+            if flight.stage is _DECIDED:
                 return  # decided by another try meanwhile
             code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
             if code in BACKPRESSURE:

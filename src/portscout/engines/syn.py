@@ -73,6 +73,9 @@ MAX_WAIT: Final = 0.05  # seconds: the send loop looks again at least this often
 # Where the system has no route or source address for a target (and says so with an
 # errno that decides nothing in CONNECT_ERRORS): its ports are filtered, the scan goes on.
 UNROUTABLE: Final = (State.FILTERED, Reason.NET_UNREACH)
+# An enum member costs a class attribute lookup (0.2 us in 3.11): per answer, these.
+_CLOSED, _OPEN, _FILTERED = State.CLOSED, State.OPEN, State.FILTERED
+_RESET, _SYN_ACK = Reason.RESET, Reason.SYN_ACK
 _COOKIE_PERSON: Final = b"portscout.syn"  # packets.syn_cookie's; checked in AnswerMatcher
 _PORTS = struct.Struct("!HH")
 _IP_FIELDS = struct.Struct("!HxxHxB")  # total length, flags+fragment offset, protocol (at 2)
@@ -472,9 +475,9 @@ class _SynScan:
                 if not flags & ACK or not low <= sport < high:
                     continue
                 if flags & RST:
-                    state, reason = State.CLOSED, Reason.RESET
+                    state, reason = _CLOSED, _RESET
                 elif flags & SYN:
-                    state, reason = State.OPEN, Reason.SYN_ACK
+                    state, reason = _OPEN, _SYN_ACK
                 else:
                     continue
                 key = (peer, port)
@@ -484,7 +487,7 @@ class _SynScan:
                 kept = (ack << 16 | sport) == flight.tag and local == flight.host.tag
                 if not kept and ack != (matcher.cookie(local, peer, sport, port) + 1) & 0xFFFFFFFF:
                     continue
-                if count_only and reason is Reason.RESET and kept and quietly(flight, now):
+                if count_only and reason is _RESET and kept and quietly(flight, now):
                     del flights[key]
                     closed += 1
                     if collected is not None:
@@ -558,9 +561,9 @@ class _SynScan:
         """``flight`` was answered by its try ``tryno`` (0: the first): its port is decided."""
         del self.flights[key]
         tries = flight.tries
-        rtt = self.scheduler.answered(flight, tryno, self._now, icmp_error=state is State.FILTERED)
+        rtt = self.scheduler.answered(flight, tryno, self._now, icmp_error=state is _FILTERED)
         probe = flight.probe
-        if state is State.CLOSED and not self.keep_closed:
+        if state is _CLOSED and not self.keep_closed:
             self.closed += 1
             if self.closed_ports is not None:
                 self._collect_closed(probe)
