@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import socket
+import struct
 import sys
 import threading
 import time
@@ -22,6 +23,8 @@ from portscout.output.table import TableWriter
 from portscout.ports import service_names
 from portscout.results import State
 from portscout.scanner import Scan, ScanConfig, drive
+
+LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 
 LOOPBACK = "127.0.0.1"
 # port -> what listens there
@@ -37,8 +40,10 @@ DEMO_LISTENERS: dict[int, str] = {
 @contextlib.contextmanager
 def listeners(ports: Mapping[tuple[str, int], str], lifetime: float = 120.0) -> Iterator[None]:
     """Listen on each (address, port) with a mode: ``accept``, ``banner`` (says hello,
-    like an SSH server) or ``accept-close`` (hangs up at once). One daemon thread accepts
-    for all of them, for at most ``lifetime`` seconds; everything is closed on exit."""
+    like an SSH server), ``accept-close`` (hangs up at once) or ``accept-reset`` (resets
+    at once, as a SYN proxy's backend or a service refusing the client does). One daemon
+    thread accepts for all of them, for at most ``lifetime`` seconds; everything is closed
+    on exit."""
     socks: dict[socket.socket, str] = {}
     try:
         for (address, port), mode in ports.items():
@@ -73,6 +78,8 @@ def _serve(socks: dict[socket.socket, str], stop: threading.Event, lifetime: flo
                     with conn:
                         if key.data == "banner":
                             conn.sendall(b"SSH-2.0-portscout-demo\r\n")
+                        elif key.data == "accept-reset":  # hangs up with a RST
+                            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
 
 
 def run_demo(argv: Sequence[str]) -> int:

@@ -323,13 +323,13 @@ class _SynScan:
         route, last_host = self._last_route, self._last_host
         for index, flight in enumerate(flights):
             host, port = flight.probe
-            if host is not last_host or route is None or not runs:
-                if host is not last_host or route is None:
-                    route = self.routes.get(host) or self._route(host, flight.host)
-                    self._last_host, self._last_route, last_host = host, route, host
-                if isinstance(route, Result):
-                    self.scheduler.decided(flight, route._replace(port=port))
-                    continue
+            if host is not last_host or route is None:
+                route = self.routes.get(host) or self._route(host, flight.host)
+                self._last_host, self._last_route, last_host = host, route, host
+            if isinstance(route, Result):
+                self.scheduler.decided(flight, route._replace(port=port, tries=flight.tries))
+                continue
+            if not runs or runs[-1][1] is not route:
                 if route.batch is not batch:  # another address family: its own socket
                     if batch is not None and not self._flush(batch, sent, runs):
                         for later in flights[index:]:

@@ -1,0 +1,103 @@
+"""The scheduler's fixes, end to end through the real engines in the test namespace: hosts
+that drop everything, tiny descriptor limits, silent hosts in discovery, filtered ports at
+-T4, services that reset at once. ``tests/test_schedule.py`` has the exact times on a
+virtual clock; here the pytest timeout and generous bounds catch a hang or a crawl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import subprocess
+import sys
+import textwrap
+import time
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from portscout import Reason, State, iscan
+from portscout.engines.base import CONNECT_ERRORS, EngineOptions
+from portscout.engines.discovery import discover
+from portscout.timing import TimingPolicy
+from tests.engines.conftest import nft_rules, serve
+
+pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("isolated")]
+
+
+def test_a_dropping_host_with_four_in_flight_finishes() -> None:
+    # Was: 4 sockets in SYN-SENT, no connect() for 20 s and more (timed-out tries held
+    # the in-flight limit their own retries needed).
+    with nft_rules("ip daddr 127.0.0.5 drop"):
+        started = time.monotonic()
+        results = list(iscan("127.0.0.5", "1-10", engine="async", discovery=False,
+                             max_in_flight=4))  # fmt: skip
+        elapsed = time.monotonic() - started
+    assert sorted(r.port for r in results) == list(range(1, 11))
+    assert {(r.state, r.reason) for r in results} == {(State.FILTERED, Reason.NO_RESPONSE)}
+    assert elapsed < 30  # 6 s on a virtual clock (tests/test_schedule.py)
+
+
+@pytest.mark.parametrize("engine", ["async", "syn"])
+def test_filtered_ports_at_t4_do_not_crawl(engine: str) -> None:
+    # Was: 100 s for the async engine (a window of 10 that only answers can grow).
+    with nft_rules("ip daddr 127.0.0.6 drop"):
+        started = time.monotonic()
+        results = list(iscan("127.0.0.6", "1-1000", engine=engine, discovery=False,
+                             timing=TimingPolicy.template(4)))  # fmt: skip
+        elapsed = time.monotonic() - started
+    assert len(results) == 1000
+    assert {r.state for r in results} == {State.FILTERED}
+    assert elapsed < 20  # 1.0 s on a virtual clock
+
+
+def test_discovery_of_silent_hosts_does_not_crawl() -> None:
+    # 64 addresses of this namespace whose packets are dropped: the connect pings.
+    network = ip_network("198.18.7.0/26")
+    subprocess.run(["ip", "addr", "add", str(network), "dev", "lo"], check=True)
+    try:
+        with nft_rules(f"ip daddr {network} drop"):
+            options = EngineOptions(max_in_flight=64, timing=TimingPolicy())
+            started = time.monotonic()
+            found = asyncio.run(discover(list(network), options, icmp=False))
+            elapsed = time.monotonic() - started
+    finally:
+        subprocess.run(["ip", "addr", "del", str(network), "dev", "lo"], check=False)
+    assert found.up == {}
+    assert elapsed < 30  # 4 s on a virtual clock; was 0.4 s a host
+
+
+@pytest.mark.parametrize("limit", [70, 100])
+def test_a_tiny_descriptor_limit_on_a_filtered_host_finishes(limit: int) -> None:
+    # Was: over 10 minutes at ulimit -n 70 (lingering tries filled the descriptor budget).
+    script = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))
+        from portscout import iscan
+        results = list(iscan("127.0.0.7", "1-20", engine="async", discovery=False))
+        print(sorted({{r.state.value for r in results}}), len(results))
+    """)
+    with nft_rules("ip daddr 127.0.0.7 drop"):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=90, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['filtered']", "20"]
+
+
+def test_a_service_that_resets_at_once_is_open() -> None:
+    assert CONNECT_ERRORS[errno.ECONNRESET] == (State.OPEN, Reason.SYN_ACK)
+    with serve({("127.0.0.1", 7301): "accept-reset"}):
+        for engine in ("async", "syn", "sequential"):
+            found = {r.port: r.state for r in iscan("127.0.0.1", "7300-7302", engine=engine)}
+            assert found == {7300: State.CLOSED, 7301: State.OPEN, 7302: State.CLOSED}, engine
+
+
+def test_a_target_without_source_address_does_not_stop_the_syn_scan() -> None:
+    # fe80::1 has no scope here: no route, no source address. Was: ScanError, nothing
+    # recorded for the other target.
+    results = list(iscan(["fe80::1", "127.0.0.1"], "1-3", engine="syn", discovery=False))
+    by_host = {(str(r.host), r.port): r.state for r in results}
+    assert len(by_host) == 6
+    assert {by_host[("127.0.0.1", p)] for p in (1, 2, 3)} == {State.CLOSED}
+    assert {by_host[("fe80::1", p)] for p in (1, 2, 3)} == {State.FILTERED}
+    assert ip_address("fe80::1") in {r.host for r in results}
