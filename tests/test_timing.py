@@ -17,6 +17,7 @@ from portscout.timing import (
     TimingPolicy,
     TokenBucket,
     behind_min_rate,
+    loss_retries,
     parse_duration,
     parse_template,
 )
@@ -398,16 +399,25 @@ def test_behind_min_rate() -> None:
 # --- HostTiming ------------------------------------------------------------------------
 
 
+def allowance(host: HostTiming) -> int:
+    """The retries a silent port gets by ``host``'s own counts (``Scheduler.allowed`` asks
+    the same rule with the scheduler's counts)."""
+    return loss_retries(
+        host.nmap_retries_allowed, losses=host.late_answers, answers=host.answers,
+        max_retries=host.policy.max_retries,
+    )  # fmt: skip
+
+
 def test_host_retries_grow_after_loss_up_to_max_retries() -> None:
     host = HostTiming(TimingPolicy(max_retries=4), started=0.0)
-    assert host.retries_allowed == 1  # a host that never lost a probe: one retransmission
+    assert allowance(host) == 1  # a host that never lost a probe: one retransmission
     host.on_answer(sent=1.0, now=1.1, in_flight=0, tryno=1)
-    assert host.retries_allowed == 3  # nmap's 2, and one more: 1 answer shows little
+    assert allowance(host) == 3  # nmap's 2, and one more: 1 answer shows little
     host.on_answer(sent=2.0, now=2.1, in_flight=0, tryno=3)
-    assert host.retries_allowed == 4
+    assert allowance(host) == 4
     host.on_answer(sent=3.0, now=3.1, in_flight=0, tryno=4)
-    assert host.retries_allowed == 4
-    assert HostTiming(TimingPolicy(max_retries=0), started=0.0).retries_allowed == 0
+    assert allowance(host) == 4
+    assert allowance(HostTiming(TimingPolicy(max_retries=0), started=0.0)) == 0
 
 
 def test_host_loss_shown_sets_the_retries() -> None:
@@ -416,11 +426,11 @@ def test_host_loss_shown_sets_the_retries() -> None:
     for i in range(200):
         host.on_answer(sent=float(i), now=i + 0.01, in_flight=0, tryno=1 if i % 10 == 0 else 0)
     assert not host.congested
-    assert host.retries_allowed == 7
+    assert allowance(host) == 7
     quiet = HostTiming(TimingPolicy(), started=0.0)
     for i in range(1000):
         quiet.on_answer(sent=float(i), now=i + 0.01, in_flight=0)
-    assert quiet.retries_allowed == 1  # much answered, nothing lost: nmap's allowance
+    assert allowance(quiet) == 1  # much answered, nothing lost: nmap's allowance
 
 
 def test_host_random_loss_is_not_congestion() -> None:
@@ -446,7 +456,7 @@ def test_host_answers_mostly_to_retransmissions_is_congested_and_paced() -> None
     assert host.congested
     assert host.paced
     assert host.window.drops == 0
-    assert host.retries_allowed == host.policy.max_retries  # silence now likely a drop
+    assert allowance(host) == host.policy.max_retries  # silence now likely a drop
     assert host.delay_between_sends > 0
 
 
@@ -485,7 +495,7 @@ def test_host_icmp_error_to_retransmission_does_not_slow_down() -> None:
     host = HostTiming(TimingPolicy(), started=0.0)
     host.on_answer(sent=1.0, now=1.2, in_flight=9, tryno=2, icmp_error=True)
     # nmap's 1 retry, plus 1 while the host has answered too little to trust its loss
-    assert (host.window.drops, host.retries_allowed, host.rtt.samples) == (0, 2, 1)
+    assert (host.window.drops, allowance(host), host.rtt.samples) == (0, 2, 1)
 
 
 def test_rate_limited_resets_end_closed_not_filtered() -> None:
@@ -498,7 +508,7 @@ def test_rate_limited_resets_end_closed_not_filtered() -> None:
     for _ in range(5):
         waiting, bench = bench, []
         for port in waiting:
-            for tryno in range(host.retries_allowed + 1):
+            for tryno in range(allowance(host) + 1):
                 now += 0.01
                 host.on_send(now)
                 if tryno == port % 3:

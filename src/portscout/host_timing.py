@@ -24,7 +24,6 @@ from portscout.timing import (
     TimingPolicy,
     TokenBucket,
     behind_min_rate,
-    loss_retries,
 )
 
 __all__ = ["HostTiming", "ScanTiming"]
@@ -72,12 +71,12 @@ _BOOST_DOUBLING_LIMIT = 1.0
 class HostTiming:
     """Everything timing knows about one target host: RTT, window, retries, send delay.
 
-    The engine reports each send, answer and give-up with its times; it asks
+    The scheduler reports each send, answer and give-up with its times; it asks
     ``send_delay`` before sending, ``probe_timeout`` for how long to wait, and
-    ``retries_allowed`` for how many retransmissions a silent port gets before it is
-    called filtered. ``retries_allowed`` may still grow while probes are out (a late
-    answer to a retransmission raises it): hold ports that reached it until the host
-    has nothing in flight, then call them filtered (nmap's probe bench).
+    ``nmap_retries_allowed`` for how many retransmissions a silent port gets before it is
+    called filtered. That may still grow while probes are out (a late answer to a
+    retransmission raises it): ``schedule`` holds ports that reached it until the host
+    has nothing in flight (nmap's probe bench).
     """
 
     __slots__ = (
@@ -125,23 +124,12 @@ class HostTiming:
         return max(self.rtt.timeout, self.policy.scan_delay)
 
     @property
-    def retries_allowed(self) -> int:
-        """Retransmissions a silent port may get now, at most --max-retries: nmap's
-        ``allowedTryno`` (``max(1, highest try number answered + 1)``: a host that never
-        lost a probe gets 1, each loss repaired by a retry raises it), or more where the
-        loss the host has shown makes that many too few (_SILENT_THROUGH_ALL), or all of
-        them while the host is congested."""
-        return loss_retries(
-            self.nmap_retries_allowed,
-            losses=self.late_answers,
-            answers=self.answers,
-            max_retries=self.policy.max_retries,
-        )
-
-    @property
     def nmap_retries_allowed(self) -> int:
-        """nmap's allowance alone (or every retry while congested), for engines that keep
-        their own loss counts and apply ``loss_retries`` themselves."""
+        """Retransmissions a silent port may get by nmap's rule, at most --max-retries:
+        ``allowedTryno`` (``max(1, highest try number answered + 1)``: a host that never
+        lost a probe gets 1, each loss repaired by a retry raises it), or all of them while
+        the host is congested. ``schedule.Scheduler.allowed`` adds what the host's losses
+        call for (``timing.loss_retries``), with its own counts of answers."""
         if self.late_share > _CONGESTION_SHARE:
             # Most answers come only to retransmissions: the host drops (rate limits) more
             # than chance explains, so a silent port gets every retry --max-retries allows.

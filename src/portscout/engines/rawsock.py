@@ -32,6 +32,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import secrets
 import socket
 import struct
 from collections.abc import Iterator, Sequence
@@ -419,10 +420,19 @@ def ephemeral_port_range(path: str = PORT_RANGE_FILE) -> range:
 
 
 def _candidate_blocks(size: int, avoid: range) -> Iterator[int]:
-    """Block starts above ``avoid``, then below it, then (no room left) inside it."""
-    yield from range(max(avoid.stop, LOWEST_SOURCE_PORT), 65536 - size + 1, size)
-    yield from range(avoid.start - size, LOWEST_SOURCE_PORT - 1, -size)
-    yield from range(avoid.start, avoid.stop - size + 1, size)
+    """Block starts above ``avoid``, then below it, then (no room left) inside it; each
+    range from a random block on (wrapping round), so that a stranger cannot guess where
+    our answers arrive and flood that block: the cookie check stops forged answers, but
+    each still costs the receiver a hash."""
+    for blocks in (
+        range(max(avoid.stop, LOWEST_SOURCE_PORT), 65536 - size + 1, size),
+        range(avoid.start - size, LOWEST_SOURCE_PORT - 1, -size),
+        range(avoid.start, avoid.stop - size + 1, size),
+    ):
+        if blocks:
+            first = secrets.randbelow(len(blocks))
+            yield from blocks[first:]
+            yield from blocks[:first]
 
 
 @dataclass(slots=True)
