@@ -352,7 +352,7 @@ def _drive_scan(
     code, status = EXIT_OK, ScanStatus.FAILED
     report = scan.report
     for monitor in monitors:
-        monitor.start(scan.plan.size, sum(report.counts.values()), report.counts[State.OPEN])
+        monitor.start(scan.total, sum(report.counts.values()), report.counts[State.OPEN])
     sent = report.probes_sent
     try:
         for batch in drive(scan):
@@ -363,7 +363,7 @@ def _drive_scan(
                 recorder.add(batch, report.probes_sent - sent, scan.take_closed())
                 sent = report.probes_sent
             for monitor in monitors:
-                monitor.update(sum(report.counts.values()), batch, scan.plan.size)
+                monitor.update(sum(report.counts.values()), batch, scan.total)
         status = ScanStatus.DONE
     except KeyboardInterrupt:
         report.interrupted = True

@@ -52,6 +52,38 @@ class HostList(tuple[IPAddress, ...]):
 
 
 @dataclass(frozen=True, slots=True)
+class HostGroup:
+    """Targets ``start`` to ``stop`` (exclusive) of a target set, addressable like it:
+    hosts discovered and scanned together (nmap's host groups), so that what a scan holds
+    is bounded by a group, never by the target count."""
+
+    targets: Addressable
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: int) -> IPAddress:
+        if not 0 <= index < self.stop - self.start:
+            raise IndexError("HostGroup index out of range")
+        return self.targets[self.start + index]
+
+    def __iter__(self) -> Iterator[IPAddress]:
+        targets = self.targets
+        return (targets[i] for i in range(self.start, self.stop))
+
+
+def host_groups(targets: Addressable, size: int) -> Iterator[HostGroup]:
+    """``targets`` in groups of ``size`` hosts, in index (address) order."""
+    if size < 1:
+        raise ValueError(f"host group size must be at least 1, not {size}")
+    for start in range(0, targets.size, size):
+        yield HostGroup(targets, start, min(start + size, targets.size))
+
+
+@dataclass(frozen=True, slots=True)
 class ScanPlan:
     targets: Addressable
     ports: tuple[int, ...]

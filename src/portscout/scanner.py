@@ -18,7 +18,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 
@@ -28,7 +35,7 @@ from portscout.engines.base import EngineOptions
 from portscout.engines.processes import ClosedAs, run_sharded
 from portscout.engines.rawsock import raw_sockets_allowed
 from portscout.errors import OptionError, TargetError
-from portscout.plan import HostList, Probe, ScanPlan
+from portscout.plan import HostGroup, HostList, Probe, ScanPlan, host_groups
 from portscout.ports import parse_ports, top_ports
 from portscout.results import ClosedPorts, IPAddress, Report, Result, ScanMeta
 from portscout.targets import Resolver, parse_targets
@@ -45,6 +52,13 @@ PROCESS_THRESHOLD = 8192
 BATCH_SIZE = 256
 BATCH_SECONDS = 0.05
 BLOCKING_ENGINES = frozenset({"sequential", "thread-per-port", "threadpool"})
+# Hosts discovered and scanned together (nmap's --max-hostgroup): what a scan holds is
+# bounded by a group and the probes in flight, never by the number of targets. A /24 is
+# one group (scanned as fast as before groups), a /8 4096 of them.
+DEFAULT_HOSTGROUP = 4096
+# Target sets past this many addresses are refused before anything is sent (nmap refuses
+# ::/0): 2^32 is all of IPv4, or an IPv6 /96; a longer scan of them could not end.
+MAX_ADDRESSES = 1 << 32
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +91,7 @@ class ScanConfig:
     ping_only: bool = False  # -sn: discovery only, no port scan
     # Probes answered in an earlier run of this same scan (same key): not sent again.
     done: frozenset[Probe] = frozenset()
+    hostgroup: int = DEFAULT_HOSTGROUP  # hosts discovered and scanned together at most
 
 
 def system_resolver(name: str) -> list[IPAddress]:
@@ -157,10 +172,21 @@ class Scan:
         self.config = config
         self.engine = create_engine(config.engine)
         self.targets = parse_targets(config.targets, excludes=config.excludes, resolver=resolver)
+        if self.targets.size > MAX_ADDRESSES:
+            raise TargetError(
+                f"{self.targets.size:,} addresses are more than 2^32 (all of IPv4, an IPv6"
+                " /96) and could never be scanned: give smaller ranges"
+            )
+        if config.hostgroup < 1:
+            raise OptionError(f"--max-hostgroup {config.hostgroup} must be at least 1")
         self.ports = _parse_port_request(config)
         key = config.key if config.key is not None else secrets.randbits(64)
         self.plan = ScanPlan.create(self.targets, self.ports, key, randomized=config.randomize)
         self.processes = self._choose_processes()
+        # Called with each host group once its last result was handed out (outputs that
+        # write a group's hosts in address order flush then).
+        self.on_group_done: Callable[[HostGroup], None] | None = None
+        self._planned = 0  # probes of the groups planned so far
         self._unflushed: list[Result] = []
         self._closed: list[ClosedPorts] = []
         fd_budget = (raise_fd_limit() - FD_RESERVE) // self.processes
@@ -193,7 +219,9 @@ class Scan:
             hostnames=dict(self.targets.hostnames),
         )
 
-    async def _in_process_batches(self) -> AsyncGenerator[list[Result], None]:
+    async def _in_process_batches(
+        self, plan: ScanPlan, options: EngineOptions
+    ) -> AsyncGenerator[list[Result], None]:
         """Run the engine as a task; hand out what it found every 256 results or 50 ms.
 
         Batches keep the per-result cost of the blocking ``drive()`` low; the time limit
@@ -202,9 +230,7 @@ class Scan:
         full = asyncio.Event()
 
         async def pump() -> None:
-            async for result in self.engine.run(
-                self.plan.probes(skip=self.config.done), self.options
-            ):
+            async for result in self.engine.run(plan.probes(skip=self.config.done), options):
                 self.report.add(result)
                 self.report.probes_sent += result.tries
                 self._unflushed.append(result)
@@ -226,22 +252,47 @@ class Scan:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _discover(self) -> None:
-        """Ping every target; re-plan the scan over the hosts that answered (same key)."""
+    async def _discover(self, group: HostGroup) -> tuple[ScanPlan, EngineOptions]:
+        """Ping the group's hosts; plan its port scan over those that answered (same
+        key), with options that start each host's timing from its ping's round trip."""
         from portscout.engines.discovery import discover  # imports the connect engine
 
-        hosts = [self.targets[i] for i in range(self.targets.size)]
+        hosts = list(group)
         options = replace(self.options, timing=self.policy)
         found = await discover(hosts, options, icmp=raw_sockets_allowed())
-        up = found.up
-        self.report.hosts_up = up
-        self.options = replace(self.options, rtt_hints=found.rtts)
-        self.report.hosts_total = len(hosts)
-        up_hosts = HostList(h for h in hosts if h in up)
-        self.plan = ScanPlan.create(
+        report = self.report
+        if report.hosts_up is None:
+            report.hosts_up = {}
+        report.hosts_up.update(found.up)
+        up_hosts = HostList(h for h in hosts if h in found.up)
+        plan = ScanPlan.create(
             up_hosts, self.ports, self.plan.key, randomized=self.config.randomize
         )
-        self.report.probes_planned = self.plan.size - len(self.config.done)
+        # The total follows what discovery found: the groups planned, and the rest at the
+        # share of hosts up so far.
+        self._planned += plan.size
+        rest = self.targets.size - group.stop
+        expected = round(rest * len(report.hosts_up) / group.stop) * len(self.ports)
+        report.probes_planned = self._planned + expected - len(self.config.done)
+        return plan, replace(self._options_for(plan), rtt_hints=found.rtts)
+
+    def _options_for(self, plan: ScanPlan) -> EngineOptions:
+        """The engine options for ``plan``: each worker's share where it is split over
+        processes, the whole policy where it runs in this process."""
+        if self._processes_for(plan) > 1:
+            return self.options
+        return replace(self.options, timing=self.policy, rate=self.policy.max_rate)
+
+    def _processes_for(self, plan: ScanPlan) -> int:
+        if self.config.processes is not None or plan.size >= PROCESS_THRESHOLD:
+            return self.processes
+        return 1
+
+    @property
+    def total(self) -> int:
+        """Probes the whole scan is expected to take, those of an earlier run included:
+        every port of every target, until discovery finds out how many hosts are up."""
+        return self.report.probes_planned + len(self.config.done)
 
     def take_unflushed(self) -> list[Result]:
         """Results counted in the report but not yet handed out (after an interrupt)."""
@@ -265,6 +316,31 @@ class Scan:
             return 1
         return max(1, min(os.cpu_count() or 1, 8))
 
+    async def _plan_batches(
+        self, plan: ScanPlan, options: EngineOptions
+    ) -> AsyncGenerator[list[Result], None]:
+        """One group's port scan, in this process or split over worker processes."""
+        processes = self._processes_for(plan)
+        if processes == 1:
+            async for batch in self._in_process_batches(plan, options):
+                yield batch
+            return
+        config, report = self.config, self.report
+        closed_as: ClosedAs = (
+            "results" if config.keep_closed else "ports" if config.record_closed else "count"
+        )
+        async for closed, closed_tries, results, closed_ports in run_sharded(
+            plan, plan.shards(processes), self.engine.name, options,
+            closed_as=closed_as, skip=config.done,
+        ):  # fmt: skip
+            self._closed.extend(closed_ports)
+            report.count_closed(closed)
+            report.probes_sent += closed_tries
+            for result in results:
+                report.add(result)
+                report.probes_sent += result.tries
+            yield results  # even empty: closed ones were counted
+
     async def batches(self) -> AsyncGenerator[list[Result], None]:
         """Run the scan, yielding results in batches as they arrive; fills ``report``.
 
@@ -272,39 +348,22 @@ class Scan:
         caller can refresh its progress and commit its history on time.
         """
         report = self.report
+        report.hosts_total = self.targets.size
+        discovery = self.config.discovery or self.config.ping_only
         try:
-            if self.config.discovery or self.config.ping_only:
-                await self._discover()
-            if self.config.ping_only:
-                return
-            if self.processes == 1:
-                async for batch in self._in_process_batches():
-                    yield batch
-            else:
-                shards = self.plan.shards(self.processes)
-                config = self.config
-                closed_as: ClosedAs = (
-                    "results"
-                    if config.keep_closed
-                    else "ports"
-                    if config.record_closed
-                    else "count"
-                )
-                async for closed, closed_tries, results, closed_ports in run_sharded(
-                    self.plan,
-                    shards,
-                    self.engine.name,
-                    self.options,
-                    closed_as=closed_as,
-                    skip=self.config.done,
-                ):
-                    self._closed.extend(closed_ports)
-                    report.count_closed(closed)
-                    report.probes_sent += closed_tries
-                    for result in results:
-                        report.add(result)
-                        report.probes_sent += result.tries
-                    yield results  # even empty: closed ones were counted
+            for group in host_groups(self.targets, self.config.hostgroup):
+                if discovery:
+                    plan, options = await self._discover(group)
+                else:
+                    plan = ScanPlan.create(
+                        group, self.ports, self.plan.key, randomized=self.config.randomize
+                    )
+                    options = self._options_for(plan)
+                if not self.config.ping_only:
+                    async for batch in self._plan_batches(plan, options):
+                        yield batch
+                if self.on_group_done is not None:
+                    self.on_group_done(group)
         except (asyncio.CancelledError, KeyboardInterrupt):
             report.interrupted = True
             raise
