@@ -28,7 +28,7 @@ from portscout.output.table import TableWriter, summary_line
 from portscout.plan import Probe
 from portscout.ports import service_names
 from portscout.results import Result, State
-from portscout.scanner import Scan, ScanConfig, drive
+from portscout.scanner import DEFAULT_HOSTGROUP, Scan, ScanConfig, drive
 from portscout.store import (
     Recorder,
     ScanStatus,
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=50, help="threadpool engine threads (50)")
     e.add_argument("--processes", type=int, help="worker processes (default: one per core)")
     e.add_argument("--max-parallelism", type=int, metavar="N", help="probes in flight at most")
+    e.add_argument("--max-hostgroup", type=int, metavar="N", default=DEFAULT_HOSTGROUP,
+                   help=f"hosts discovered and scanned together ({DEFAULT_HOSTGROUP});"
+                   " more than 2^32 addresses are refused")  # fmt: skip
     add_timing_options(p)
     add_output_options(p)
     history = p.add_argument_group("history and progress")
@@ -195,6 +198,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         randomize=not args.ordered,
         keep_closed=_wants_closed(args),
         args=("portscout", *argv),
+        hostgroup=args.max_hostgroup,
     )
 
 
@@ -302,6 +306,11 @@ def _recorder(
     return Recorder(store, scan_id)
 
 
+def _long_duration(seconds: float) -> str:
+    hours = seconds / 3600
+    return f"{hours:,.0f} hours" if hours < 72 else f"{hours / 24:,.0f} days"
+
+
 def run_scan(
     config: ScanConfig,
     args: argparse.Namespace,
@@ -315,6 +324,11 @@ def run_scan(
     if store is not None:  # a resume must know which probes closed ports answered
         config = dataclasses.replace(config, record_closed=True)
     scan = Scan(config)
+    estimate = scan.estimated_seconds()
+    if estimate > 3600:
+        print(f"portscout: {scan.targets.size:,} addresses x {len(scan.ports):,} ports may take"
+              f" about {_long_duration(estimate)}; Ctrl-C stops it, 'resume' goes on",
+              file=sys.stderr)  # fmt: skip
     named = not args.quiet or any(kind != "json" for kind, _ in _file_outputs(args))
     names = service_names() if named else {}  # only the JSON lines have no service names
     with contextlib.ExitStack() as files:

@@ -59,6 +59,11 @@ DEFAULT_HOSTGROUP = 4096
 # Target sets past this many addresses are refused before anything is sent (nmap refuses
 # ::/0): 2^32 is all of IPv4, or an IPv6 /96; a longer scan of them could not end.
 MAX_ADDRESSES = 1 << 32
+# Probes a second a scan of a real network keeps up, for the estimate printed before long
+# scans: connect probes are bounded by --max-parallelism (2500) per timeout (about 1 s
+# for silent hosts), raw SYNs by the send rate the receivers keep up with.
+ESTIMATE_RATE = {"syn": 100_000.0}
+ESTIMATE_RATE_CONNECT = 2_500.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,8 +245,11 @@ class Scan:
         task = asyncio.create_task(pump())
         try:
             while not task.done():
+                # Not wait_for(shield(...)): that left a pending task behind every tick,
+                # destroyed pending ("Task was destroyed") when a host group ended.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(full.wait()), BATCH_SECONDS)
+                    async with asyncio.timeout(BATCH_SECONDS):
+                        await full.wait()
                 full.clear()
                 yield self.take_unflushed()  # even empty: a tick (progress, history commits)
             task.result()  # re-raise what the engine raised
@@ -287,6 +295,16 @@ class Scan:
         if self.config.processes is not None or plan.size >= PROCESS_THRESHOLD:
             return self.processes
         return 1
+
+    def estimated_seconds(self) -> float:
+        """A rough duration before anything is sent: discovery's two TCP pings a host (on
+        the connect engine) and every port of every host, at ``ESTIMATE_RATE`` or
+        --max-rate, whichever is lower."""
+        limit = self.policy.max_rate or float("inf")
+        probes = self.plan.size - len(self.config.done)
+        rate = min(ESTIMATE_RATE.get(self.engine.name, ESTIMATE_RATE_CONNECT), limit)
+        pings = 2 * self.targets.size if self.config.discovery else 0
+        return pings / min(ESTIMATE_RATE_CONNECT, limit) + probes / rate
 
     @property
     def total(self) -> int:

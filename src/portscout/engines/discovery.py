@@ -3,7 +3,8 @@
 As nmap does by default: a loopback address is up without a probe (``localhost-response``);
 other hosts get TCP connect pings to ports 80 and 443 (any answer, SYN-ACK or RST, means
 up) through the connect engine and its timing, and, where raw sockets are allowed, an
-ICMP echo request. A host that answers none of them after the timing's retries is down.
+ICMP echo request (ICMPv6 for IPv6 hosts: a host whose 80 and 443 are filtered still
+answers it). A host that answers none of them after the timing's retries is down.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from portscout.timing import RttEstimator, TimingPolicy
 
 PING_PORTS = (80, 443)
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
 ICMP_TRIES = 2
 ICMP_RECHECK = 0.05  # seconds: how often a round's wait is recomputed from new answers
 
@@ -75,9 +77,10 @@ async def discover(hosts: Sequence[IPAddress], options: EngineOptions, *, icmp: 
     if not remote:
         return found.result
     pings = [_tcp_pings(remote, options, found)]
-    v4 = [h for h in remote if h.version == 4]
-    if icmp and v4:
-        pings.append(_icmp_echo(v4, options, found))
+    for version in (4, 6):
+        family = [h for h in remote if h.version == version]
+        if icmp and family:
+            pings.append(_icmp_echo(family, options, found, version))
     all_pings: asyncio.Future[Any] = asyncio.gather(*pings)
     everyone: asyncio.Future[Any] = asyncio.ensure_future(found.everyone.wait())
     try:
@@ -101,71 +104,107 @@ async def _tcp_pings(hosts: Sequence[IPAddress], options: EngineOptions, found: 
             found.mark(result.host, Reason.RESET, result.rtt)
 
 
-def _echo_request(ident: int, seq: int) -> bytes:
-    header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
+def _echo_request(version: int, ident: int, seq: int) -> bytes:
+    """An ICMP (type 8) or ICMPv6 (type 128) echo request. The kernel computes an ICMPv6
+    checksum itself (RFC 3542, 3.1); ICMP's is ours."""
     payload = b"portscout"
+    if version == 6:
+        return struct.pack("!BBHHH", ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + payload
+    header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
     return (
         struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, checksum(header + payload), ident, seq)
         + payload
     )
 
 
-async def _icmp_echo(hosts: Sequence[IPAddress], options: EngineOptions, found: _Found) -> None:
-    """Echo requests to every host, ``ICMP_TRIES`` rounds; replies matched by id and seq."""
+def _echo_reply(version: int, packet: bytes) -> tuple[int, int] | None:
+    """``(id, seq)`` of an echo reply: an IPv4 datagram with its header (raw ICMP
+    sockets give it), or an ICMPv6 message alone."""
+    start = (packet[0] & 0x0F) * 4 if version == 4 and packet else 0
+    if len(packet) < start + 8:
+        return None
+    kind, _, _, ident, seq = struct.unpack_from("!BBHHH", packet, start)
+    if kind != (ICMP_ECHO_REPLY if version == 4 else ICMPV6_ECHO_REPLY):
+        return None
+    return ident, seq
+
+
+def _icmp_socket(version: int) -> socket.socket | None:
+    family, proto = (
+        (socket.AF_INET, socket.IPPROTO_ICMP) if version == 4
+        else (socket.AF_INET6, socket.IPPROTO_ICMPV6)
+    )  # fmt: skip
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    except PermissionError:
+        sock = socket.socket(family, socket.SOCK_RAW, proto)
+    except OSError:  # no privilege, or no such family here (IPv6 disabled)
+        return None
+    sock.setblocking(False)
+    return sock
+
+
+async def _icmp_echo(
+    hosts: Sequence[IPAddress], options: EngineOptions, found: _Found, version: int
+) -> None:
+    """Echo requests to every host of one family, ``ICMP_TRIES`` rounds; replies matched
+    by id and seq. A host the request cannot even leave for (no route) is not waited for.
+    """
+    sock = _icmp_socket(version)
+    if sock is None:
         return
     loop = asyncio.get_running_loop()
     ident = os.getpid() & 0xFFFF
     index = {h: i & 0xFFFF for i, h in enumerate(hosts)}
     policy = options.policy()
     sent: dict[IPAddress, float] = {}  # first requests, until a second makes replies ambiguous
-    silent = set(hosts)  # not answered yet: a set, as a /16 gets tens of thousands of replies
+    silent: set[IPAddress] = set()  # asked and not answered yet: a set, a /16 answers a lot
+    everyone = asyncio.Event()
+
+    def on_readable() -> None:
+        while True:
+            try:
+                packet, peer = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            reply = _echo_reply(version, packet)
+            host = ip_address(str(peer[0]).split("%")[0])
+            if reply is not None and reply == (ident, index.get(host)):
+                # Timed only when one request went out (Karn's rule).
+                rtt = time.monotonic() - sent[host] if host in sent else None
+                found.mark(host, Reason.ECHO_REPLY, rtt)
+                silent.discard(host)
+                if not silent:
+                    everyone.set()
+
     with sock:
-        sock.setblocking(False)
-
-        def on_readable() -> None:
-            while True:
-                try:
-                    packet, (source, _) = sock.recvfrom(2048)
-                except (BlockingIOError, InterruptedError):
-                    return
-                header_len = (packet[0] & 0x0F) * 4
-                if len(packet) < header_len + 8:
-                    continue
-                kind, _, _, rid, rseq = struct.unpack_from("!BBHHH", packet, header_len)
-                host = ip_address(source)
-                if kind == ICMP_ECHO_REPLY and rid == ident and index.get(host) == rseq:
-                    # Timed only when one request went out (Karn's rule).
-                    rtt = time.monotonic() - sent[host] if host in sent else None
-                    found.mark(host, Reason.ECHO_REPLY, rtt)
-                    silent.discard(host)
-                    if not silent:
-                        everyone.set()
-
-        everyone = asyncio.Event()
         loop.add_reader(sock.fileno(), on_readable)
         try:
             for round_ in range(ICMP_TRIES):
+                silent.clear()
+                everyone.clear()
                 for host in hosts:
                     if host in found:
                         continue
                     if round_:
                         sent.pop(host, None)  # a reply could be to either request now
-                    with contextlib.suppress(OSError):  # unreachable: simply not up
-                        sock.sendto(_echo_request(ident, index[host]), (str(host), 0))
-                        if not round_:
-                            sent[host] = time.monotonic()
+                    try:
+                        sock.sendto(_echo_request(version, ident, index[host]), (str(host), 0))
+                    except OSError:  # unreachable from here: simply not up
+                        continue
+                    silent.add(host)
+                    if not round_:
+                        sent[host] = time.monotonic()
                     if policy.max_rate:
                         await asyncio.sleep(1 / policy.max_rate)
-                # Until the timeout the answers so far suggest (the initial one before
-                # any): the silent hosts of a /24 need not keep the others waiting 1 s.
-                started = time.monotonic()
-                while (left := started + found.rtt.timeout - time.monotonic()) > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(everyone.wait(), min(left, ICMP_RECHECK))
-                    if everyone.is_set():
-                        break
+                await _wait_for_answers(found, everyone, silent)
         finally:
             loop.remove_reader(sock.fileno())
+
+
+async def _wait_for_answers(found: _Found, everyone: asyncio.Event, silent: set[IPAddress]) -> None:
+    """Until the timeout the answers so far suggest (the initial one before any): the
+    silent hosts of a /24 need not keep the others waiting 1 s."""
+    started = time.monotonic()
+    while silent and (left := started + found.rtt.timeout - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(left, ICMP_RECHECK)):
+                await everyone.wait()
