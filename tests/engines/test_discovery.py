@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+import asyncio
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
 from portscout import Reason, State
+from portscout.engines.base import EngineOptions
+from portscout.engines.discovery import _Found, _icmp_echo
 from portscout.lab import Host, Lab, Link, ListenerMode
 from portscout.scanner import Scan, ScanConfig, drive
+from portscout.timing import TimingPolicy
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("isolated")]
 
@@ -59,3 +63,28 @@ def test_loopback_is_up_without_a_probe() -> None:
     scan = Scan(ScanConfig(targets=["127.0.0.1"], ports="1", ping_only=True))
     list(drive(scan))
     assert scan.report.hosts_up == {IPv4Address("127.0.0.1"): Reason.LOCALHOST_RESPONSE}
+
+
+@pytest.mark.parametrize("engine", ["async", "syn"])
+def test_host_groups_give_the_same_scan(engine: str) -> None:
+    with Lab(lab_hosts(), link=Link(rtt=0.010)):
+        scans = [
+            Scan(
+                ScanConfig(targets=["198.18.7.10-12"], ports="20-25", engine=engine, hostgroup=size)
+            )  # fmt: skip
+            for size in (1, 2, 4096)
+        ]
+        found = [{(r.host, r.port, r.state) for b in drive(s) for r in b} for s in scans]
+    assert found[0] == found[1] == found[2]
+    assert all(s.report.hosts_up is not None and len(s.report.hosts_up) == 2 for s in scans)
+    assert [s.report.probes_planned for s in scans] == [12, 12, 12]
+
+
+def test_icmpv6_echo_finds_an_ipv6_host() -> None:
+    # ::1 stands for an IPv6 host whose TCP ports 80 and 443 are filtered: only the
+    # ICMPv6 echo can find it (the TCP pings are not sent here).
+    found = _Found([IPv6Address("::1")], TimingPolicy())
+    options = EngineOptions(max_in_flight=16, timing=TimingPolicy())
+    asyncio.run(_icmp_echo([IPv6Address("::1")], options, found, 6))
+    assert found.result.up == {IPv6Address("::1"): Reason.ECHO_REPLY}
+    assert IPv6Address("::1") in found.result.rtts

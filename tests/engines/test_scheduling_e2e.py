@@ -53,7 +53,7 @@ def test_filtered_ports_at_t4_do_not_crawl(engine: str) -> None:
 
 def test_discovery_of_silent_hosts_does_not_crawl() -> None:
     # 64 addresses of this namespace whose packets are dropped: the connect pings.
-    network = ip_network("198.18.7.0/26")
+    network = ip_network("198.18.9.0/26")
     subprocess.run(["ip", "addr", "add", str(network), "dev", "lo"], check=True)
     try:
         with nft_rules(f"ip daddr {network} drop"):
