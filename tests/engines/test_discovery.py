@@ -71,7 +71,7 @@ def test_host_groups_give_the_same_scan(engine: str) -> None:
         scans = [
             Scan(
                 ScanConfig(targets=["198.18.7.10-12"], ports="20-25", engine=engine, hostgroup=size)
-            )  # fmt: skip
+            )
             for size in (1, 2, 4096)
         ]
         found = [{(r.host, r.port, r.state) for b in drive(s) for r in b} for s in scans]
