@@ -77,7 +77,7 @@ def test_all_formats_at_once(tmp_path: Path) -> None:
     (host,) = report.hosts
     assert sorted(host.get_open_ports()) == [(22, "tcp"), (8080, "tcp")]
     assert "Ports: 22/open/tcp//ssh///" in (tmp_path / "scan.gnmap").read_text()
-    # The host record and the two open ports; 1023 closed ports folded (--all-ports: all).
+    # The host record and the two open ports; 1023 closed ports folded (--no-fold: all).
     assert len((tmp_path / "scan.jsonl").read_text().splitlines()) == 3
     assert "22/tcp   open  ssh" in (tmp_path / "scan.nmap").read_text()
     assert (tmp_path / "scan.csv").read_text().startswith("host,port,protocol,state")
@@ -90,7 +90,7 @@ def test_ctrl_c_keeps_results_and_exits_130(tmp_path: Path) -> None:
     is written whole when the scan is done with it or, as here, at the end)."""
     out = tmp_path / "partial.jsonl"
     command = [sys.executable, "-m", "portscout", "127.0.0.1", "-p", "1-400", "-r",
-               "--engine", "sequential", "--timeout", "5", "-oJ", str(out), "--all-ports",
+               "--engine", "sequential", "--timeout", "5", "-oJ", str(out), "--no-fold",
                "--stats-every", "0.05s", "--no-db"]  # fmt: skip
     with nft_rules("tcp dport 300-400 drop"):
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -31,7 +31,7 @@ def _states(db: Path, scan_id: int) -> dict[int, str]:
     """port -> state as stored, read the way a user would: portscout show -oJ -."""
     out = subprocess.run(
         [sys.executable, "-m", "portscout", "show", str(scan_id), "--db", str(db), "-oJ", "-",
-         "--all-ports"],
+         "--no-fold"],
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout  # fmt: skip
     rows = [r for r in map(json.loads, out.splitlines()) if "port" in r]  # not host records
@@ -75,7 +75,7 @@ def _interrupted_then_resumed(tmp_path: Path, sig: signal.Signals) -> dict[int, 
     assert json.loads(listed)[0]["status"] == expected_status
     resumed = subprocess.run(
         [sys.executable, "-m", "portscout", "resume", "1", "--db", str(db), "-q", "-oJ",
-         str(tmp_path / "resumed.jsonl"), "--all-ports"],
+         str(tmp_path / "resumed.jsonl"), "--no-fold"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr

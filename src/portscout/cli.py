@@ -123,7 +123,7 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--csv", dest="csv_out", metavar="FILE", help="CSV, one row per port")
     o.add_argument("-oA", dest="all_out", metavar="BASE",
                    help="BASE.nmap, .xml, .gnmap, .jsonl and .csv at once")  # fmt: skip
-    o.add_argument("--all-ports", action="store_true",
+    o.add_argument("--no-fold", action="store_true",
                    help="JSON lines: a line for every port (default: open ports, and the"
                    " others only where a host has at most 25 of that state)")  # fmt: skip
 
@@ -225,7 +225,7 @@ def output_options(args: argparse.Namespace) -> OutputOptions:
         only_open=args.only_open,
         reason=args.reason,
         quiet=args.quiet,
-        all_ports=args.all_ports,
+        no_fold=args.no_fold,
     )
 
 

@@ -16,7 +16,7 @@ of that port's own probe was measured; ``tries`` is ``null`` for a port only cou
 worker process. By default, as nmap's outputs: every open port, and the ports of a state
 only where the host has few of that state (at most ``ignore_limit(verbose)``, 25); the
 others are counted in the host record's ``extraports`` (state, count, count per reason).
-``all_ports`` (``--all-ports``) writes a line for every port and folds nothing. Down hosts
+``no_fold`` (``--no-fold``) writes a line for every port and folds nothing. Down hosts
 get a record only with ``-v``; with ``--open`` only hosts with an open port, and only their
 open ports, are written. A ping scan (``-sn``) writes host records without port counts.
 """
@@ -38,12 +38,12 @@ class JsonLinesWriter:
         self,
         stream: TextIO,
         *,
-        all_ports: bool = False,
+        no_fold: bool = False,
         verbose: int = 0,
         only_open: bool = False,
     ) -> None:
         self._out = stream
-        self._all_ports = all_ports
+        self._no_fold = no_fold
         self._verbose = verbose
         self._only_open = only_open
         self._port_scan = True
@@ -75,7 +75,7 @@ class JsonLinesWriter:
         }
         if self._port_scan and host.up:
             record["ports"] = {state.value: host.counts[state] for state in State}
-            folded = [] if self._all_ports else host.folded()
+            folded = [] if self._no_fold else host.folded()
             record["extraports"] = [
                 {
                     "state": state.value,
@@ -91,7 +91,7 @@ class JsonLinesWriter:
     def _port_lines(self, host: HostResults) -> list[str]:
         address = str(host.address)
         only_open = self._only_open
-        if not self._all_ports:
+        if not self._no_fold:
             return [port_line(address, r) for r in host.listed(only_open=only_open)]
         lines = []
         bare_tails: dict[tuple[object, ...], str] = {}

@@ -28,19 +28,19 @@ ReverseLookup = Callable[[IPAddress], str | None]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputOptions:
     """What to write: ``files`` as (format, path) ('-' is stdout), and the view options
-    ``-v`` (count), ``--open``, ``--reason``, ``-q`` and ``--all-ports``."""
+    ``-v`` (count), ``--open``, ``--reason``, ``-q`` and ``--no-fold``."""
 
     files: tuple[tuple[str, str], ...] = ()
     verbose: int = 0
     only_open: bool = False
     reason: bool = False
     quiet: bool = False
-    all_ports: bool = False
+    no_fold: bool = False
 
     @property
     def detail(self) -> bool:
-        """Whether a writer lists every port with its round trip (CSV, --all-ports JSON)."""
-        return any(kind == "csv" or (kind == "json" and self.all_ports) for kind, _ in self.files)
+        """Whether a writer lists every port with its round trip (CSV, --no-fold JSON)."""
+        return any(kind == "csv" or (kind == "json" and self.no_fold) for kind, _ in self.files)
 
     @property
     def to_stdout(self) -> bool:
@@ -75,7 +75,7 @@ def make_writer(
 
         return JsonLinesWriter(
             stream,
-            all_ports=options.all_ports,
+            no_fold=options.no_fold,
             verbose=options.verbose,
             only_open=options.only_open,
         )
