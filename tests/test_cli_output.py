@@ -157,9 +157,8 @@ def test_two_runs_give_the_same_outputs_in_address_and_port_order(tmp_path: Path
     csv_rows = list(csv.DictReader(io.StringIO(texts[0][".csv"])))
     csv_order = [(IPv4Address(r["host"]), int(r["port"])) for r in csv_rows]
     assert csv_order == sorted(csv_order)
-    hosts = [
-        h.find("address").attrib["addr"] for h in ET.fromstring(texts[0][".xml"]).findall("host")
-    ]  # type: ignore[union-attr]
+    root = ET.fromstring(texts[0][".xml"])
+    hosts = [h.find("address").attrib["addr"] for h in root.findall("host")]  # type: ignore[union-attr]
     assert hosts == ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.5"]
 
 
