@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
-from portscout.output.hosts import BarePort, HostResults
+from portscout.output.hosts import HostResults
 from portscout.output.nmap_xml import shown
 from portscout.results import Report, Result, ScanMeta, State
 
@@ -93,23 +93,22 @@ class JsonLinesWriter:
         only_open = self._only_open
         if not self._no_fold:
             return [port_line(address, r) for r in host.listed(only_open=only_open)]
-        lines = []
-        bare_tails: dict[tuple[object, ...], str] = {}
-        for row in host.every_port():
-            if only_open and row.state is not State.OPEN:
+        # Every port: lines of port numbers only (the bulk, from worker processes or past
+        # the fold limit) are made a group at a time, then merged by port with the rest.
+        by_port: dict[int, str] = {}
+        head = f'{{"host":"{address}","port":'
+        for (state, reason, proto), ports in host.bare.items():
+            if only_open and state is not State.OPEN:
                 continue
-            if isinstance(row, BarePort):
-                key = (row.state, row.reason, row.protocol)
-                tail = bare_tails.get(key)
-                if tail is None:
-                    tail = bare_tails[key] = (
-                        f',"protocol":"{row.protocol}","state":"{row.state}",'
-                        f'"reason":"{row.reason}","rtt":null,"tries":null,"reason_ttl":null}}\n'
-                    )
-                lines.append(f'{{"host":"{address}","port":{row.port}{tail}')
-            else:
-                lines.append(port_line(address, row))
-        return lines
+            tail = (
+                f',"protocol":"{proto}","state":"{state}","reason":"{reason}",'
+                '"rtt":null,"tries":null,"reason_ttl":null}\n'
+            )
+            by_port.update(zip(ports, [f"{head}{port}{tail}" for port in ports], strict=True))
+        for r in host.kept:
+            if not only_open or r.state is State.OPEN:
+                by_port[r.port] = port_line(address, r)
+        return [by_port[port] for port in sorted(by_port)]
 
 
 def port_line(address: str, r: Result) -> str:
