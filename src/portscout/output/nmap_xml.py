@@ -214,15 +214,16 @@ class NmapXmlWriter:
                 ],
                 ">",
             ),
-            _tag(
-                "scaninfo",
-                [
-                    ("type", meta.scan_type if meta.ports else "ping"),
-                    ("protocol", meta.protocol.value),
-                    ("numservices", len(meta.ports)),
-                    ("services", format_port_ranges(meta.ports)),
-                ],
-            ),
+        ]
+        if meta.ports:  # a ping scan (-sn) has no scaninfo, as in nmap's
+            scaninfo = [
+                ("type", meta.scan_type),
+                ("protocol", meta.protocol.value),
+                ("numservices", len(meta.ports)),
+                ("services", format_port_ranges(meta.ports)),
+            ]
+            head.append(_tag("scaninfo", scaninfo))
+        head += [
             _tag("verbose", [("level", self._verbose)]),
             _tag("debugging", [("level", 0)]),
         ]
