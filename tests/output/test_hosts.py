@@ -21,7 +21,7 @@ def test_hosts_come_out_in_address_order_whatever_the_arrival_order(rng: random.
     results = [r for h in HOSTS for r in results_for(h, range(1, 11), {3: State.OPEN})]
     rng.shuffle(results)
     order = HostOrder(ports_per_host=10)
-    order.plan(HostList(HOSTS), up=None)
+    order.plan(HostList(HOSTS), discovery=False)
     out: list[HostResults] = []
     for result in results:
         order.add([result])
@@ -34,7 +34,7 @@ def test_hosts_come_out_in_address_order_whatever_the_arrival_order(rng: random.
 
 def test_a_host_is_handed_out_once_it_and_those_before_it_are_done() -> None:
     order = HostOrder(ports_per_host=2)
-    order.plan(HostList(HOSTS[:2]), up=None)
+    order.plan(HostList(HOSTS[:2]), discovery=False)
     first, second = (results_for(h, [1, 2], {}) for h in HOSTS[:2])
     order.add(second)  # the later host completes first: held back
     assert order.ready() == []
@@ -44,20 +44,26 @@ def test_a_host_is_handed_out_once_it_and_those_before_it_are_done() -> None:
     assert [h.address for h in order.ready()] == HOSTS[:2]
 
 
-def test_down_hosts_are_handed_out_in_place_and_counted() -> None:
+def test_with_discovery_a_group_goes_out_when_done_down_hosts_in_place() -> None:
     order = HostOrder(ports_per_host=1)
-    order.plan(HostList(HOSTS[:3]), up={HOSTS[1]: Reason.ECHO_REPLY}, latency={HOSTS[1]: 0.002})
-    assert [(h.address, h.up) for h in order.ready()] == [(HOSTS[0], False)]
+    order.plan(HostList(HOSTS[:3]), discovery=True)
     order.add(results_for(HOSTS[1], [80], {80: State.OPEN}))
-    (up, down) = order.ready()
-    assert (up.address, up.up, up.reason, up.latency) == (HOSTS[1], True, Reason.ECHO_REPLY, 0.002)
-    assert (down.address, down.up) == (HOSTS[2], False)
+    assert order.ready() == []  # the group is not done: who is down is not known yet
+    order.group_done(3, {HOSTS[1]: Reason.ECHO_REPLY}, {HOSTS[1]: 0.002})
+    (down1, up, down2) = order.ready()
+    assert [(h.address, h.up) for h in (down1, up, down2)] == [
+        (HOSTS[0], False), (HOSTS[1], True), (HOSTS[2], False),
+    ]  # fmt: skip
+    assert (up.reason, up.latency, [r.port for r in up.listed()]) == (
+        Reason.ECHO_REPLY, 0.002, [80],
+    )  # fmt: skip
     assert (order.handed_up, order.handed_down) == (1, 2)
 
 
-def test_ping_scan_hosts_are_complete_at_once() -> None:
+def test_ping_scan_hosts_go_out_with_their_group() -> None:
     order = HostOrder(ports_per_host=0)
-    order.plan(HostList(HOSTS[:2]), up=dict.fromkeys(HOSTS[:2], Reason.LOCALHOST_RESPONSE))
+    order.plan(HostList(HOSTS[:2]), discovery=True)
+    order.group_done(2, dict.fromkeys(HOSTS[:2], Reason.LOCALHOST_RESPONSE), {})
     assert [h.address for h in order.ready()] == HOSTS[:2]
 
 
@@ -79,7 +85,7 @@ def test_memory_beyond_the_fold_limit_is_port_numbers_only() -> None:
 def test_closed_groups_from_worker_processes_count_per_host() -> None:
     order = HostOrder(ports_per_host=100)
     address: IPAddress = HOSTS[0]
-    order.plan(HostList([address]), up=None)
+    order.plan(HostList([address]), discovery=False)
     order.add_closed([ClosedPorts(address, Reason.RESET, list(range(1, 100)))])
     order.add([Result(address, 100, State.OPEN, Reason.SYN_ACK, rtt=0.001)])
     (host,) = order.ready()
