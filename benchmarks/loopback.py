@@ -54,6 +54,7 @@ STUDY_FIGURES = {
 }
 SLOW_ENGINES = frozenset({"sequential", "thread-per-port"})  # one run each on 1-65535
 GOAL_RATIO, GOAL_RSS_MB = 1.3, 60.0
+GOAL_OUTPUT_RATIO = 1.15  # issue 12: -oJ FILE --no-fold at most 15% over -q
 
 OPEN_JSON = re.compile(r'"port":(\d+),[^\n]*"state":"open"')
 OPEN_GREPABLE = re.compile(r"(\d+)/open/")
@@ -137,6 +138,7 @@ def full_scan_tools(workdir: Path, floors: dict[str, Path], quick: bool) -> list
         label = f"portscout {engine}" + (" (default connect)" if engine == CONNECT_ENGINE else "")
         n = 1 if engine in SLOW_ENGINES else reps(5)
         tools.append(portscout_tool(label, engine, "1-65535", workdir, reps=n))
+    tools.extend(output_tools(workdir, reps(5)))
     tools.extend(  # the same without the history database
         portscout_tool(
             f"portscout {engine} --no-db",
@@ -161,6 +163,26 @@ def baseline_tools(tools: Sequence[Tool], src: Path) -> list[Tool]:
              found=t.found, timeout=t.timeout)
         for t in tools
         if t.name.startswith("portscout")
+    ]  # fmt: skip
+
+
+def from_summary(m: Measurement) -> frozenset[int]:
+    """-q prints only the summary: the listeners when it counts as many open ports (a
+    count, not the set: the -oJ row beside it checks the set)."""
+    found = SUMMARY.search(m.stdout)
+    return frozenset(LISTENERS) if found and int(found.group(1)) == len(LISTENERS) else frozenset()
+
+
+def output_tools(workdir: Path, reps: int) -> list[Tool]:
+    """What writing every port costs (issue 12): the default engine with -q, and with
+    -q -oJ FILE --no-fold (a JSON line for each of the 65,535 ports); no history database."""
+    out = workdir / "outputs-no-fold.jsonl"
+    base: tuple[str, ...] = (sys.executable, "-m", "portscout", TARGET, "-p", "1-65535")
+    base += ("--no-db", "-q")
+    return [
+        Tool(name="portscout outputs -q", kind="syn", cmd=base, reps=reps, found=from_summary),
+        Tool(name="portscout outputs -q -oJ --no-fold", kind="syn",
+             cmd=(*base, "-oJ", str(out), "--no-fold"), reps=reps, found=from_json_file(out)),
     ]  # fmt: skip
 
 
@@ -259,7 +281,9 @@ def study_table(tools: Sequence[Tool], expected: frozenset[int]) -> list[str]:
 def goals(tools: Sequence[Tool], expected: frozenset[int]) -> dict[str, object]:
     """The issue's goals for the full loopback scan, judged on this run."""
     floor = best(next(t for t in tools if t.is_floor and t.kind == "connect").runs).wall
-    default = next(t for t in tools if t.name.endswith("(default connect)"))
+    default = next((t for t in tools if t.name.endswith("(default connect)")), None)
+    if default is None:  # --only without the default engine's row
+        return output_goal(tools)
     engines = [t for t in tools if t.name.startswith("portscout")]
     ratio_ = best(default.runs).wall / floor
     rss_mb = max(m.peak_rss_kb for m in default.runs) / 1024
@@ -273,7 +297,17 @@ def goals(tools: Sequence[Tool], expected: frozenset[int]) -> dict[str, object]:
         "tree_pss_mb": round(tree_mb, 1),
         "rss_met": rss_mb < GOAL_RSS_MB,
         "every_engine_exact": all(exact_text(t, expected) == "yes" for t in engines),
+        **output_goal(tools),
     }
+
+
+def output_goal(tools: Sequence[Tool]) -> dict[str, object]:
+    """-oJ --no-fold's best wall time over -q's, when both rows ran."""
+    rows = {t.name: best(t.runs).wall for t in tools if t.name.startswith("portscout outputs")}
+    if len(rows) < 2:
+        return {}
+    ratio_ = rows["portscout outputs -q -oJ --no-fold"] / rows["portscout outputs -q"]
+    return {"no_fold_json_over_quiet": round(ratio_, 3), "output_met": ratio_ <= GOAL_OUTPUT_RATIO}
 
 
 def machine() -> dict[str, object]:

@@ -56,7 +56,8 @@ def test_json_lines_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     with serve({("127.0.0.1", 7801): "accept"}):
         assert main(["127.0.0.1", "-sT", "-p", "7800-7802", "-oJ", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted((r["port"], r["state"], r["reason"]) for r in rows) == [
+    assert [r["status"] for r in rows if "port" not in r] == ["up"]  # the host record
+    assert [(r["port"], r["state"], r["reason"]) for r in rows if "port" in r] == [
         (7800, "closed", "conn-refused"),
         (7801, "open", "syn-ack"),
         (7802, "closed", "conn-refused"),
@@ -76,31 +77,36 @@ def test_all_formats_at_once(tmp_path: Path) -> None:
     (host,) = report.hosts
     assert sorted(host.get_open_ports()) == [(22, "tcp"), (8080, "tcp")]
     assert "Ports: 22/open/tcp//ssh///" in (tmp_path / "scan.gnmap").read_text()
-    assert len((tmp_path / "scan.jsonl").read_text().splitlines()) == 1025
+    # The host record and the two open ports; 1023 closed ports folded (--no-fold: all).
+    assert len((tmp_path / "scan.jsonl").read_text().splitlines()) == 3
+    assert "22/tcp   open  ssh" in (tmp_path / "scan.nmap").read_text()
     assert (tmp_path / "scan.csv").read_text().startswith("host,port,protocol,state")
 
 
 @pytest.mark.netns
 @pytest.mark.usefixtures("isolated")
 def test_ctrl_c_keeps_results_and_exits_130(tmp_path: Path) -> None:
-    """Interrupt a slow scan: exit 130, and every result found so far is written."""
+    """Interrupt a slow scan: exit 130, and every result found so far is written (a host
+    is written whole when the scan is done with it or, as here, at the end)."""
     out = tmp_path / "partial.jsonl"
     command = [sys.executable, "-m", "portscout", "127.0.0.1", "-p", "1-400", "-r",
-               "--engine", "sequential", "--timeout", "5", "-oJ", str(out)]  # fmt: skip
+               "--engine", "sequential", "--timeout", "5", "-oJ", str(out), "--no-fold",
+               "--stats-every", "0.05s", "--no-db"]  # fmt: skip
     with nft_rules("tcp dport 300-400 drop"):
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
-            if out.exists() and len(out.read_text().splitlines()) >= 299:
+            line = proc.stderr.readline()  # "Stats: ... 299/400 probes ..." as it goes
+            if " 299/400 probes" in line:
                 break
-            time.sleep(0.05)
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
-    ports = [json.loads(line)["port"] for line in out.read_text().splitlines()]
-    assert sorted(ports) == list(range(1, 300))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["port"] for r in rows if "port" in r) == list(range(1, 300))
     assert "interrupted" in stdout
 
 

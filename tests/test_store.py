@@ -93,7 +93,10 @@ def test_round_trip(tmp_path: Path) -> None:
     )  # fmt: skip
     assert back == expect
     report = rebuild_report(stored, back)
-    assert report.open_ports() == [22, 8080]
+    assert report.open_ports_by_host() == {
+        ip_address("127.0.0.1"): [22],
+        ip_address("::1"): [8080],
+    }
     assert report.counts[State.CLOSED] == 2
     assert not report.interrupted
     assert report.key == 2**100 + 7

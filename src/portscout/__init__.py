@@ -2,10 +2,14 @@
 
 >>> import portscout
 >>> report = portscout.scan("127.0.0.1", "22,80,443")   # doctest: +SKIP
->>> report.open_ports()                                   # doctest: +SKIP
+>>> report.open_ports("127.0.0.1")                        # doctest: +SKIP
+[22]
+
+``scan`` returns a ``Report``; ``iscan`` and ``ascan`` yield each ``Result`` as it arrives;
+``help(portscout.scan)`` lists every option.
 """
 
-from typing import TYPE_CHECKING
+import typing
 
 from portscout._version import __version__
 from portscout.errors import (
@@ -20,7 +24,7 @@ from portscout.errors import (
 )
 from portscout.results import Protocol, Reason, Report, Result, State
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from portscout.scanner import ScanConfig, ascan, iscan, scan
 
 _SCANNER_NAMES = frozenset({"ScanConfig", "ascan", "iscan", "scan"})
@@ -34,6 +38,12 @@ def __getattr__(name: str) -> object:
 
         return getattr(scanner, name)
     raise AttributeError(f"module 'portscout' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    """The public names, the lazily imported ``scan``, ``iscan`` and ``ascan`` included
+    (``dir()`` would otherwise miss them and show the imports)."""
+    return sorted(__all__)
 
 
 __all__ = [

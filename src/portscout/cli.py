@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,12 +23,11 @@ from typing import Any, NoReturn, TextIO
 from portscout._version import __version__
 from portscout.engines import engine_names
 from portscout.errors import OptionError, PortscoutError, StoreError, UsageError
-from portscout.output import Writer
 from portscout.output.progress import LiveProgress, Monitor, StatsLines
-from portscout.output.table import TableWriter, summary_line
-from portscout.plan import Probe
+from portscout.output.session import OutputOptions, Outputs, file_outputs
+from portscout.plan import HostGroup, Probe
 from portscout.ports import service_names
-from portscout.results import Result, State
+from portscout.results import IPAddress, Result, State
 from portscout.scanner import DEFAULT_HOSTGROUP, Scan, ScanConfig, drive
 from portscout.store import (
     Recorder,
@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--exclude", metavar="SPECS", help="comma-separated targets to skip")
     t.add_argument("--exclude-file", metavar="FILE", help="skip the targets listed in FILE")
-    t.add_argument("-n", action="store_true", help="no reverse DNS (portscout never does it)")
+    dns = t.add_mutually_exclusive_group()
+    dns.add_argument("-n", action="store_true", help="no reverse DNS (the default)")
+    dns.add_argument("-R", dest="reverse", action="store_true",
+                     help="reverse DNS of the hosts found up, shown by every output")  # fmt: skip
     t.add_argument("-Pn", action="store_true", help="no host discovery: treat all as up")
     t.add_argument("-sn", action="store_true", help="host discovery only, no port scan")
     ports = p.add_argument_group("ports")
@@ -106,17 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
     """What to print and where: for scans, ``show`` and ``resume`` alike."""
-    o = p.add_argument_group("output")
-    o.add_argument("--open", dest="only_open", action="store_true", help="only open ports")
-    o.add_argument("-v", "--verbose", action="count", default=0, help="show closed/filtered too")
-    o.add_argument("-q", "--quiet", action="store_true", help="no table, only the summary")
-    o.add_argument("-oJ", dest="json_out", metavar="FILE", help="JSON lines ('-' = stdout)")
+    o = p.add_argument_group("output (as nmap's; hosts in address order, ports ascending)")
+    o.add_argument("--open", dest="only_open", action="store_true",
+                   help="only hosts with open ports, only their open ports")  # fmt: skip
+    o.add_argument("--reason", action="store_true", help="why each port and host has its state")
+    o.add_argument("-v", "--verbose", action="count", default=0,
+                   help="verbosity: 'Discovered open port' as found, down hosts listed, up to"
+                   " 25 more ports of a state before folding them (-vv: 50)")  # fmt: skip
+    o.add_argument("-d", "--debug", action="count", default=0,
+                   help="debugging: log what the scanner and engines decide to stderr")  # fmt: skip
+    o.add_argument("-q", "--quiet", action="store_true", help="no host reports, only the summary")
+    o.add_argument("-oN", dest="normal_out", metavar="FILE", help="nmap's normal output")
     o.add_argument("-oX", dest="xml_out", metavar="FILE", help="nmap-compatible XML")
     o.add_argument("-oG", dest="grep_out", metavar="FILE", help="nmap grepable format")
-    o.add_argument("--csv", dest="csv_out", metavar="FILE", help="CSV, one row per result")
+    o.add_argument("-oJ", dest="json_out", metavar="FILE", help="JSON lines ('-' = stdout)")
+    o.add_argument("--csv", dest="csv_out", metavar="FILE", help="CSV, one row per port")
     o.add_argument("-oA", dest="all_out", metavar="BASE",
-                   help="BASE.xml, BASE.gnmap, BASE.jsonl and BASE.csv at once")  # fmt: skip
-    o.add_argument("-d", "--debug", action="store_true", help="debug logging to stderr")
+                   help="BASE.nmap, .xml, .gnmap, .jsonl and .csv at once")  # fmt: skip
+    o.add_argument("--no-fold", action="store_true",
+                   help="JSON lines: a line for every port (default: open ports, and the"
+                   " others only where a host has at most 25 of that state)")  # fmt: skip
 
 
 def _duration(option: str) -> Callable[[str], float]:
@@ -196,86 +208,61 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         processes=args.processes,
         key=args.seed,
         randomize=not args.ordered,
-        keep_closed=_wants_closed(args),
+        keep_closed=False,  # closed ports reach the outputs grouped (see run_scan)
         args=("portscout", *argv),
         hostgroup=args.max_hostgroup,
     )
 
 
-def _file_outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(format, path) for every file output asked for; -oA adds one of each."""
-    outputs = [
-        (kind, path)
-        for kind, path in (
-            ("json", args.json_out),
-            ("xml", args.xml_out),
-            ("grep", args.grep_out),
-            ("csv", args.csv_out),
-        )
-        if path
-    ]
-    if args.all_out:
-        suffixes = {"xml": ".xml", "grep": ".gnmap", "json": ".jsonl", "csv": ".csv"}
-        outputs += [(kind, args.all_out + suffix) for kind, suffix in suffixes.items()]
-    if sum(1 for _, path in outputs if path == "-") > 1:
-        raise UsageError("only one output may go to stdout ('-')")
-    return outputs
+def output_options(args: argparse.Namespace) -> OutputOptions:
+    """The output options of ``args`` (a scan's, ``show``'s or ``resume``'s)."""
+    named = {
+        "normal": args.normal_out,
+        "xml": args.xml_out,
+        "grep": args.grep_out,
+        "json": args.json_out,
+        "csv": args.csv_out,
+    }
+    return OutputOptions(
+        files=file_outputs(named, args.all_out),
+        verbose=args.verbose,
+        only_open=args.only_open,
+        reason=args.reason,
+        quiet=args.quiet,
+        no_fold=args.no_fold,
+    )
 
 
-def _wants_closed(args: argparse.Namespace) -> bool:
-    """Whether closed results must be streamed (files list every result) or only counted."""
-    return bool(_file_outputs(args)) and not args.only_open
-
-
-def _make_writer(kind: str, stream: TextIO, names: dict[int, str], verbose: int) -> Writer:
-    # Imported here: a scan loads only the writers it uses (start-up time counts).
-    from portscout.output.csv_rows import CsvWriter
-    from portscout.output.grepable import GrepableWriter
-    from portscout.output.jsonl import JsonLinesWriter
-    from portscout.output.nmap_xml import NmapXmlWriter
-
-    if kind == "json":
-        return JsonLinesWriter(stream)
-    if kind == "xml":
-        return NmapXmlWriter(stream, service_names=names, verbose=verbose)
-    if kind == "grep":
-        return GrepableWriter(stream, service_names=names, verbose=verbose)
-    return CsvWriter(stream, service_names=names)
-
-
-def _open_writers(
-    args: argparse.Namespace, files: contextlib.ExitStack, names: dict[int, str]
-) -> tuple[list[Writer], list[TextIO], TextIO]:
-    """The writers asked for, their file streams, and where the human view goes."""
-    show = {State.OPEN}
-    if args.verbose and not args.only_open:
-        show |= {State.CLOSED, State.FILTERED}
-    writers: list[Writer] = []
-    streams: list[TextIO] = []
-    human: TextIO = sys.stdout
-    for kind, path in _file_outputs(args):
+def _open_outputs(
+    args: argparse.Namespace, files: contextlib.ExitStack, *, live: bool = False
+) -> Outputs:
+    """Open every file output (closed by ``files``) and build the writers over them."""
+    options = output_options(args)
+    streams: list[tuple[str, TextIO]] = []
+    human: TextIO = sys.stderr if options.to_stdout else sys.stdout
+    for kind, path in options.files:
         if path == "-":
-            stream: TextIO = sys.stdout
-            human = sys.stderr
-        else:
-            try:
-                # closed by the caller's ExitStack
-                stream = files.enter_context(open(path, "w", encoding="utf-8", newline=""))  # noqa: SIM115
-            except OSError as exc:
-                raise UsageError(f"cannot write '{path}': {exc.strerror}") from exc
-        writers.append(_make_writer(kind, stream, names, args.verbose))
-        streams.append(stream)
-    if not args.quiet:
-        writers.append(TableWriter(human, show=frozenset(show), service_names=names))
-    return writers, streams, human
-
-
-def _deliver(results: Sequence[Result], writers: list[Writer], only_open: bool) -> None:
-    for result in results:
-        if only_open and result.state is not State.OPEN:
+            streams.append((kind, sys.stdout))
             continue
-        for writer in writers:
-            writer.add(result)
+        try:
+            # closed by the caller's ExitStack
+            stream = files.enter_context(open(path, "w", encoding="utf-8", newline=""))  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot write '{path}': {exc.strerror}") from exc
+        streams.append((kind, stream))
+    named = not args.quiet or any(kind != "json" for kind, _ in options.files)
+    names = service_names() if named else {}  # only the JSON lines have no service names
+    reverse = _reverse_lookup if getattr(args, "reverse", False) else None
+    discovered = None if live else human
+    return Outputs(options, streams, human, names, discovered=discovered, reverse=reverse)
+
+
+def _reverse_lookup(address: IPAddress) -> str | None:
+    """-R: the system resolver's name for ``address`` (a PTR record or /etc/hosts)."""
+    try:
+        return socket.gethostbyaddr(str(address))[0]
+    except (OSError, UnicodeError):
+        return None
 
 
 def _monitors(args: argparse.Namespace) -> list[Monitor]:
@@ -321,33 +308,26 @@ def run_scan(
 ) -> int:
     """Run one scan (or the rest of ``resume``, which found ``prior``) with its writers,
     its history record in ``store`` and its progress monitors; returns the exit code."""
-    if store is not None:  # a resume must know which probes closed ports answered
-        config = dataclasses.replace(config, record_closed=True)
+    # Closed ports of a scan split over processes come as compact per-host groups: the
+    # outputs need them per host ("Not shown: 995 closed"), a resume needs them recorded.
+    config = dataclasses.replace(config, keep_closed=False, record_closed=True)
     scan = Scan(config)
     estimate = scan.estimated_seconds()
     if estimate > 3600:
         print(f"portscout: {scan.targets.size:,} addresses x {len(scan.ports):,} ports may take"
               f" about {_long_duration(estimate)}; Ctrl-C stops it, 'resume' goes on",
               file=sys.stderr)  # fmt: skip
-    named = not args.quiet or any(kind != "json" for kind, _ in _file_outputs(args))
-    names = service_names() if named else {}  # only the JSON lines have no service names
+    monitors = _monitors(args)
     with contextlib.ExitStack() as files:
-        writers, streams, human = _open_writers(args, files, names)
+        outputs = _open_outputs(
+            args, files, live=any(isinstance(m, LiveProgress) for m in monitors)
+        )
         recorder = _recorder(store, scan, resume, prior)
-        meta = scan.meta if resume is None else resume.meta
-        for writer in writers:
-            writer.start(meta)
-        _deliver(prior, writers, args.only_open)
-        code, status = _drive_scan(scan, writers, streams, recorder, _monitors(args), args)
-        for writer in writers:
-            writer.finish(scan.report)
-        if args.sn and scan.report.hosts_up is not None:
-            for host, reason in sorted(
-                scan.report.hosts_up.items(), key=lambda i: (i[0].version, int(i[0]))
-            ):
-                print(f"Host {host} is up ({reason})", file=human)
-        if args.quiet:
-            print(summary_line(scan.report), file=human)
+        outputs.start(scan.meta if resume is None else resume.meta)
+        outputs.add(prior)
+        connect_outputs(scan, outputs)
+        code, status = _drive_scan(scan, outputs, recorder, monitors)
+        outputs.finish(scan.report)
         if recorder is not None and (status is not ScanStatus.DONE or not args.quiet):
             again = f"; 'portscout resume {recorder.scan_id}' continues it" if code else ""
             print(f"portscout: recorded as scan {recorder.scan_id} ({status}){again}",
@@ -355,13 +335,20 @@ def run_scan(
     return code
 
 
+def connect_outputs(scan: Scan, outputs: Outputs) -> None:
+    """Tell ``outputs`` the targets in order, and when each host group is done (its hosts
+    are then written, with what discovery found)."""
+    report = scan.report
+    outputs.plan(scan.targets, discovery=scan.config.discovery or scan.config.ping_only)
+
+    def group_done(group: HostGroup) -> None:
+        outputs.group_done(group.stop, report.hosts_up or {}, report.latency)
+
+    scan.on_group_done = group_done
+
+
 def _drive_scan(
-    scan: Scan,
-    writers: list[Writer],
-    streams: list[TextIO],
-    recorder: Recorder | None,
-    monitors: list[Monitor],
-    args: argparse.Namespace,
+    scan: Scan, outputs: Outputs, recorder: Recorder | None, monitors: list[Monitor]
 ) -> tuple[int, ScanStatus]:
     code, status = EXIT_OK, ScanStatus.FAILED
     report = scan.report
@@ -370,11 +357,10 @@ def _drive_scan(
     sent = report.probes_sent
     try:
         for batch in drive(scan):
-            _deliver(batch, writers, args.only_open)
-            for stream in streams:
-                stream.flush()  # whole lines on disk as the scan goes: tail -f works
+            closed = scan.take_closed()
+            outputs.add(batch, closed)
             if recorder is not None:
-                recorder.add(batch, report.probes_sent - sent, scan.take_closed())
+                recorder.add(batch, report.probes_sent - sent, closed)
                 sent = report.probes_sent
             for monitor in monitors:
                 monitor.update(sum(report.counts.values()), batch, scan.total)
@@ -385,8 +371,10 @@ def _drive_scan(
     finally:
         for monitor in monitors:
             monitor.finish()
+        closed = scan.take_closed()
+        outputs.add((), closed)
         if recorder is not None:
-            recorder.add((), report.probes_sent - sent, scan.take_closed())
+            recorder.add((), report.probes_sent - sent, closed)
             recorder.close(status, report.finished or time.time())
     return code, status
 
@@ -457,10 +445,7 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
 def run_command(command: str, argv: Sequence[str]) -> int:
     """``history``, ``show``, ``diff``, ``resume`` and ``forget``."""
     args = _command_parser(command).parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "debug", False) else logging.WARNING,
-        format="portscout: %(levelname)s: %(message)s",
-    )
+    setup_logging(getattr(args, "debug", 0))
     if command == "resume":
         # run_scan reads scan options too: take their defaults from the scan parser.
         args = argparse.Namespace(**{**vars(build_parser().parse_args([])), **vars(args)})
@@ -498,14 +483,10 @@ def _show(stored: StoredScan, results: Sequence[Result], args: argparse.Namespac
     """A recorded scan through the writers, as if it had just run."""
     report = rebuild_report(stored, results)
     with contextlib.ExitStack() as files:
-        writers, _, human = _open_writers(args, files, service_names())
-        for writer in writers:
-            writer.start(stored.meta)
-        _deliver(results, writers, args.only_open)
-        for writer in writers:
-            writer.finish(report)
-        if args.quiet:
-            print(summary_line(report), file=human)
+        outputs = _open_outputs(args, files)
+        outputs.start(stored.meta)
+        outputs.add(results)
+        outputs.finish(report)
 
 
 def _print_history(scans: Sequence[StoredScan], *, as_json: bool) -> None:
@@ -533,6 +514,14 @@ def _print_history(scans: Sequence[StoredScan], *, as_json: bool) -> None:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns) + f"  {row['command']}")
 
 
+def setup_logging(debug: int) -> None:
+    """Warnings to stderr; with ``-d`` portscout's own DEBUG records too (what the scanner
+    and the engines decide: plan, discovery, timeouts, windows, retries), not those of
+    the libraries below it."""
+    logging.basicConfig(level=logging.WARNING, format="portscout: %(levelname)s: %(message)s")
+    logging.getLogger("portscout").setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -543,10 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0] in COMMANDS:
             return run_command(argv[0], argv[1:])
         args = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=logging.DEBUG if args.debug else logging.WARNING,
-            format="portscout: %(levelname)s: %(message)s",
-        )
+        setup_logging(args.debug)
         config = config_from_args(args, argv)
         if args.no_db:
             return run_scan(config, args)

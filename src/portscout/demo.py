@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
-from portscout.output.table import TableWriter
+from portscout.output.session import OutputOptions, Outputs
 from portscout.ports import service_names
 from portscout.results import State
 from portscout.scanner import Scan, ScanConfig, drive
@@ -95,21 +95,26 @@ def run_demo(argv: Sequence[str]) -> int:
         + ", ".join(f"{p} ({m})" for p, m in DEMO_LISTENERS.items())
     )
     with listeners({(LOOPBACK, port): mode for port, mode in DEMO_LISTENERS.items()}):
-        config = ScanConfig(targets=[LOOPBACK], ports="1-65535", keep_closed=False)
+        config = ScanConfig(
+            targets=[LOOPBACK], ports="1-65535", keep_closed=False, record_closed=True
+        )
         return _scan_and_print(config, expected=sorted(DEMO_LISTENERS))
 
 
 def _scan_and_print(config: ScanConfig, expected: list[int] | None) -> int:
     scan = Scan(config)
-    table = TableWriter(sys.stdout, service_names=service_names())
-    table.start(scan.meta)
+    outputs = Outputs(OutputOptions(), [], sys.stdout, service_names())
+    outputs.start(scan.meta)
+    outputs.plan(scan.targets, discovery=config.discovery)
+    scan.on_group_done = lambda group: outputs.group_done(
+        group.stop, scan.report.hosts_up or {}, scan.report.latency
+    )
     for batch in drive(scan):
-        for result in batch:
-            table.add(result)
-    table.finish(scan.report)
+        outputs.add(batch, scan.take_closed())
+    outputs.finish(scan.report)
     if expected is None:
         return 0
-    found = scan.report.open_ports()
+    found = scan.report.open_ports(LOOPBACK)
     if found == expected and scan.report.counts[State.FILTERED] == 0:
         print(f"portscout demo: found exactly the {len(expected)} open ports, no phantom ports")
         return 0

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import NamedTuple
 
 IPAddress = IPv4Address | IPv6Address
@@ -72,14 +72,15 @@ class Result(NamedTuple):
     reason_ttl: int | None = None
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready mapping with stable keys (the JSON-lines schema)."""
+        """A JSON-ready mapping with stable keys (the JSON-lines schema); ``rtt`` in
+        seconds rounded to the microsecond."""
         return {
             "host": str(self.host),
             "port": self.port,
             "protocol": self.protocol.value,
             "state": self.state.value,
             "reason": self.reason.value,
-            "rtt": self.rtt,
+            "rtt": None if self.rtt is None else round(self.rtt, 6),
             "tries": self.tries,
             "reason_ttl": self.reason_ttl,
         }
@@ -103,9 +104,11 @@ class Report:
     """A scan's outcome, built incrementally while results arrive.
 
     ``results`` keeps every result whose state is not ``closed``: on large scans closed
-    ports are the bulk and are only counted (as nmap's "Not shown: N closed tcp ports"),
-    while ``counts`` covers every state. The iterator APIs stream every result, closed
-    ones included, for callers that want them all.
+    ports are the bulk (65,530 of a full scan of one host, 254,000 of a /24's top 1000) and
+    are only counted (as nmap's "Not shown: N closed tcp ports"), while ``counts`` covers
+    every state. ``iscan``/``ascan`` stream every result, closed ones included, for callers
+    that want them all. ``latency`` holds discovery's round trip per host where one was
+    timed (seconds).
     """
 
     engine: str
@@ -120,6 +123,7 @@ class Report:
     # Host discovery (absent with -Pn): the hosts found up, with why, of how many targets.
     hosts_up: dict[IPAddress, Reason] | None = None
     hosts_total: int = 0
+    latency: dict[IPAddress, float] = field(default_factory=dict)
 
     def add(self, result: Result) -> None:
         self.counts[result.state] += 1
@@ -134,15 +138,23 @@ class Report:
     def duration(self) -> float | None:
         return None if self.finished is None else self.finished - self.started
 
-    def open_ports(self, host: IPAddress | None = None) -> list[int]:
-        """Sorted open ports, of one host or of all hosts together."""
-        return sorted(
-            {
-                r.port
-                for r in self.results
-                if r.state is State.OPEN and (host is None or r.host == host)
-            }
-        )
+    def open_ports(self, host: IPAddress | str) -> list[int]:
+        """Sorted open ports of ``host`` (an address or its text: ``"127.0.0.1"``).
+
+        The host is required: one list for several hosts would hide which host a port is
+        on; ``open_ports_by_host()`` gives every host's. Raises ValueError for text that is
+        not an IP address.
+        """
+        address = host if not isinstance(host, str) else ip_address(host)
+        return sorted({r.port for r in self.results if r.state is State.OPEN and r.host == address})
+
+    def open_ports_by_host(self) -> dict[IPAddress, list[int]]:
+        """Sorted open ports per host with any, hosts in address order."""
+        ports: dict[IPAddress, set[int]] = {}
+        for r in self.results:
+            if r.state is State.OPEN:
+                ports.setdefault(r.host, set()).add(r.port)
+        return {h: sorted(ports[h]) for h in sorted(ports, key=lambda a: (a.version, int(a)))}
 
     def hosts(self) -> list[IPAddress]:
         """Hosts that have at least one kept (non-closed) result, in address order."""

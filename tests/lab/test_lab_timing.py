@@ -71,6 +71,6 @@ def test_first_answer_shortens_the_initial_timeout(engine: str) -> None:
             key=1,
         )
         elapsed = time.monotonic() - started
-    assert report.open_ports() == [2048, 2049]
+    assert report.open_ports(HOST) == [2048, 2049]
     assert report.counts[State.FILTERED] == 24
     assert elapsed < INITIAL_TIMEOUT / 2, "the silent ports waited the initial timeout"

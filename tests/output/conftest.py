@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from portscout.output import Writer
+from portscout.output.hosts import HostOrder, ignore_limit
+from portscout.plan import HostList
 from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State
 
 ANSWER = {
@@ -38,13 +40,31 @@ def drive(
     *,
     finished: float,
     interrupted: bool = False,
+    verbose: int = 0,
+    up: Mapping[IPAddress, Reason] | None = None,
+    hosts: Sequence[IPAddress] | None = None,
 ) -> None:
-    """start / add per result / finish, with the report filled alongside."""
+    """start / the ordering stage's hosts / finish, with the report filled alongside, as
+    the command line drives writers. ``up`` and ``hosts``: what discovery found of which
+    targets (None: -Pn, the hosts of ``results``)."""
     report = Report(engine=meta.engine, key=meta.key, started=meta.started)
+    order = HostOrder(
+        ports_per_host=len(meta.ports), limit=ignore_limit(verbose), detail=True,
+        names=meta.hostnames,
+    )  # fmt: skip
+    if hosts is not None:
+        order.plan(HostList(hosts), discovery=up is not None)
     writer.start(meta)
     for result in results:
         report.add(result)
-        writer.add(result)
+        order.add([result])
+        for host in order.ready():
+            writer.host(host)
     report.finished = finished
     report.interrupted = interrupted
+    report.hosts_up = None if up is None else dict(up)
+    if hosts is not None and up is not None:
+        order.group_done(len(hosts), up, {})
+    for host in order.rest():
+        writer.host(host)
     writer.finish(report)

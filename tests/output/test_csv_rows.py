@@ -1,4 +1,4 @@
-"""The --csv writer: one row per result as it arrives; csv.DictReader gives the input back."""
+"""The --csv writer: a row per port, hosts in address order; csv.DictReader gives them back."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 from portscout.output import Writer
 from portscout.output.csv_rows import FIELDS, CsvWriter
+from portscout.output.hosts import HostResults
 from portscout.results import Protocol, Reason, Report, Result, ScanMeta, State
+from tests.output.conftest import drive
 
 STARTED = 1_700_000_000.0
 
@@ -60,13 +62,13 @@ def write(
     stream: io.TextIOBase | io.StringIO, results: Iterable[Result], **options: object
 ) -> None:
     writer = CsvWriter(stream, **options)  # type: ignore[arg-type]  # test-only splat
-    report = Report(engine="syn", key=9, started=STARTED)
-    writer.start(meta())
-    for result in results:
-        report.add(result)
-        writer.add(result)
-    report.finished = STARTED + 1
-    writer.finish(report)
+    drive(writer, meta(), results, finished=STARTED + 1)
+
+
+def in_address_order(results: Iterable[Result]) -> list[Result]:
+    """What the rows hold: hosts in address order, ports ascending, RTT to the microsecond."""
+    ordered = sorted(results, key=lambda r: (r.host.version, int(r.host), r.port))
+    return [r._replace(rtt=None if r.rtt is None else round(r.rtt, 6)) for r in ordered]
 
 
 def from_row(row: dict[str, str]) -> Result:
@@ -82,23 +84,31 @@ def from_row(row: dict[str, str]) -> Result:
     )
 
 
-def test_round_trip_every_result_in_arrival_order() -> None:
+def test_round_trip_every_result_in_address_order() -> None:
     out = io.StringIO()
     write(out, RESULTS)
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert [from_row(row) for row in rows] == RESULTS  # closed and filtered included
+    assert [from_row(row) for row in rows] == in_address_order(RESULTS)  # closed included
     assert out.getvalue().splitlines()[0] == ",".join(FIELDS)
 
 
-def test_rows_are_written_as_results_arrive() -> None:
+def test_a_host_is_written_whole_when_handed_over() -> None:
     out = io.StringIO()
     writer = CsvWriter(out)
     writer.start(meta())
-    writer.add(RESULTS[0])
+    host = HostResults(RESULTS[0].host)
+    host.add(RESULTS[0])
+    writer.host(host)
     assert out.getvalue().splitlines() == [
         "host,port,protocol,state,reason,rtt,tries,reason_ttl",
-        "198.18.0.1,443,tcp,open,syn-ack,0.000123456789,1,64",
+        "198.18.0.1,443,tcp,open,syn-ack,0.000123,1,64",
     ]
+
+
+def test_open_only() -> None:
+    out = io.StringIO()
+    write(out, RESULTS, only_open=True)
+    assert [row["port"] for row in csv.DictReader(io.StringIO(out.getvalue()))] == ["443"]
 
 
 def test_service_column_when_names_are_given() -> None:
@@ -106,7 +116,7 @@ def test_service_column_when_names_are_given() -> None:
     write(out, RESULTS, service_names={22: "ssh", 443: "https"})
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert list(rows[0]) == [*FIELDS, "service"]
-    assert [row["service"] for row in rows] == ["https", "ssh", "", ""]
+    assert [row["service"] for row in rows] == ["", "https", "", "ssh"]
 
 
 def test_an_empty_scan_is_a_header(tmp_path: Path) -> None:
@@ -122,7 +132,7 @@ def test_file_round_trip(tmp_path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as stream:
         write(stream, RESULTS)
     with path.open(newline="", encoding="utf-8") as stream:
-        assert [from_row(row) for row in csv.DictReader(stream)] == RESULTS
+        assert [from_row(row) for row in csv.DictReader(stream)] == in_address_order(RESULTS)
 
 
 def test_it_is_a_writer() -> None:

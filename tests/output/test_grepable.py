@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import ip_address
 
 from portscout.output import Writer
 from portscout.output.grepable import GrepableWriter
-from portscout.results import IPAddress, Result, ScanMeta, State
+from portscout.results import IPAddress, Reason, Result, ScanMeta, State
 from tests.output.conftest import drive, results_for
 
 STARTED = 1_700_000_000.0
@@ -37,11 +37,22 @@ def make_meta(ports: Iterable[int], hostnames: Mapping[IPAddress, str] | None = 
 
 
 def render(
-    meta: ScanMeta, results: Iterable[Result], *, interrupted: bool = False, **options: object
+    meta: ScanMeta,
+    results: Iterable[Result],
+    *,
+    interrupted: bool = False,
+    up: Mapping[IPAddress, Reason] | None = None,
+    hosts: Sequence[IPAddress] | None = None,
+    **options: object,
 ) -> str:
     out = io.StringIO()
     writer = GrepableWriter(out, **options)  # type: ignore[arg-type]  # test-only splat
-    drive(writer, meta, results, finished=FINISHED, interrupted=interrupted)
+    verbose = options.get("verbose", 0)
+    assert isinstance(verbose, int)
+    drive(
+        writer, meta, results, finished=FINISHED, interrupted=interrupted, verbose=verbose,
+        up=up, hosts=hosts,
+    )  # fmt: skip
     return out.getvalue()
 
 
@@ -103,11 +114,14 @@ def test_round_trip_through_a_regex() -> None:
     assert hosts["198.18.3.4"] == shown(BENCH)
 
 
-def test_a_host_with_every_port_folded_gets_two_status_lines() -> None:
+def test_a_host_with_every_port_folded_has_an_empty_ports_field() -> None:
+    """nmap 7.93: ``Ports: `` with nothing listed, then the one ignored state."""
     ports = range(1, 101)
     text = render(make_meta(ports), results_for(LOCAL4, ports, {}, State.CLOSED))
-    assert text.splitlines()[1:3] == ["Host: 127.0.0.1 ()\tStatus: Up"] * 2
-    assert "Ports:" not in text
+    assert text.splitlines()[1:3] == [
+        "Host: 127.0.0.1 ()\tStatus: Up",
+        "Host: 127.0.0.1 ()\tPorts: \tIgnored State: closed (100)",
+    ]
 
 
 def test_two_folded_states_give_no_ignored_state_field() -> None:
@@ -120,12 +134,13 @@ def test_two_folded_states_give_no_ignored_state_field() -> None:
 
 def test_down_hosts_only_when_verbose() -> None:
     ports = range(1, 4)
-    results = results_for(BENCH, ports, {}, State.FILTERED)
-    quiet = render(make_meta(ports), results)
+    found: dict[str, object] = {"up": {}, "hosts": [BENCH]}
+    quiet = render(make_meta(ports), [], **found)  # type: ignore[arg-type]
     assert "Host:" not in quiet
     assert quiet.splitlines()[-1].endswith("-- 1 IP address (0 hosts up) scanned in 0.05 seconds")
-    loud = render(make_meta(ports), results, verbose=1)
+    loud = render(make_meta(ports), [], verbose=1, **found)  # type: ignore[arg-type]
     assert "Host: 198.18.3.4 ()\tStatus: Down" in loud.splitlines()
+    assert "# Ports scanned: TCP(3;1-3) UDP(0;) SCTP(0;) PROTOCOLS(0;)" in loud.splitlines()
 
 
 def test_interrupted_scan_says_so_and_still_ends() -> None:

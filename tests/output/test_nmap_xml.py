@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -15,13 +15,9 @@ import pytest
 from libnmap.parser import NmapParser
 
 from portscout.output import Writer
-from portscout.output.nmap_xml import (
-    NmapXmlWriter,
-    format_port_ranges,
-    ignore_limit,
-    load_service_names,
-)
-from portscout.results import Reason, Report, Result, ScanMeta, State
+from portscout.output.hosts import ignore_limit
+from portscout.output.nmap_xml import NmapXmlWriter, format_port_ranges, load_service_names
+from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State
 from tests.output.conftest import drive, results_for
 
 STARTED = 1_700_000_000.0
@@ -53,12 +49,19 @@ def render(
     results: Iterable[Result],
     *,
     interrupted: bool = False,
+    up: Mapping[IPAddress, Reason] | None = None,
+    hosts: Sequence[IPAddress] | None = None,
     **options: object,
 ) -> str:
     """Drive a writer through start/add/finish as the scanner does; return the document."""
     out = io.StringIO()
     writer = NmapXmlWriter(out, clock=lambda: STARTED + 1, **options)  # type: ignore[arg-type]
-    drive(writer, meta, results, finished=FINISHED, interrupted=interrupted)
+    verbose = options.get("verbose", 0)
+    assert isinstance(verbose, int)
+    drive(
+        writer, meta, results, finished=FINISHED, interrupted=interrupted, verbose=verbose,
+        up=up, hosts=hosts,
+    )  # fmt: skip
     return out.getvalue()
 
 
@@ -110,7 +113,7 @@ def test_document_has_nmaps_shape(two_hosts: tuple[ScanMeta, list[Result]]) -> N
     assert [child.tag for child in host] == ["status", "address", "hostnames", "ports", "times"]
     assert host.find("status").attrib == {  # type: ignore[union-attr]
         "state": "up",
-        "reason": "conn-refused",  # the first answer: port 1
+        "reason": "user-set",  # no discovery (-Pn): nmap's reason
         "reason_ttl": "0",
     }
     assert host.find("hostnames/hostname").attrib == {"name": "localhost", "type": "user"}  # type: ignore[union-attr]
@@ -220,18 +223,17 @@ def test_folded_states_go_most_ports_first_with_reasons_grouped() -> None:
     assert [p.attrib["portid"] for p in root.findall("host/ports/port")] == ["7", "9"]
 
 
-def test_a_host_with_no_answer_is_down_and_shown_only_when_verbose() -> None:
+def test_a_host_down_in_discovery_is_shown_only_when_verbose() -> None:
     ports = range(1, 4)
     meta = meta_for(ports)
-    results = results_for(LOCAL4, ports, {2: State.OPEN}) + results_for(
-        BENCH, ports, {}, default=State.FILTERED
-    )
+    results = results_for(LOCAL4, ports, {2: State.OPEN})  # BENCH got no probe: down
+    found: dict[str, object] = {"up": {LOCAL4: Reason.ECHO_REPLY}, "hosts": [LOCAL4, BENCH]}
 
-    quiet = ET.fromstring(render(meta, results))
+    quiet = ET.fromstring(render(meta, results, **found))  # type: ignore[arg-type]
     assert [h.find("address").attrib["addr"] for h in quiet.findall("host")] == ["127.0.0.1"]  # type: ignore[union-attr]
     assert quiet.find("runstats/hosts").attrib == {"up": "1", "down": "1", "total": "2"}  # type: ignore[union-attr]
 
-    verbose = NmapParser.parse_fromstring(render(meta, results, verbose=1))
+    verbose = NmapParser.parse_fromstring(render(meta, results, verbose=1, **found))  # type: ignore[arg-type]
     down = [h for h in verbose.hosts if not h.is_up()]
     assert [h.address for h in down] == ["198.18.0.7"]
     assert down[0].status == "down"
@@ -239,18 +241,16 @@ def test_a_host_with_no_answer_is_down_and_shown_only_when_verbose() -> None:
     assert (verbose.hosts_up, verbose.hosts_down) == (1, 1)
 
 
-def test_a_host_is_written_as_soon_as_every_port_has_a_result() -> None:
+def test_pn_hosts_with_nothing_answered_are_up_as_nmap_says() -> None:
     ports = range(1, 4)
-    out = io.StringIO()
-    writer = NmapXmlWriter(out, clock=lambda: STARTED)
-    writer.start(meta_for(ports))
-    first = results_for(LOCAL4, ports, {1: State.OPEN})
-    second = results_for(BENCH, ports, {3: State.OPEN})
-    # Interleaved, as a randomised scan delivers them; 127.0.0.1 completes first.
-    for result in (first[0], second[0], first[1], second[1], first[2]):
-        writer.add(result)
-    assert 'addr="127.0.0.1"' in out.getvalue()
-    assert 'addr="198.18.0.7"' not in out.getvalue()
+    silent = results_for(BENCH, ports, {}, default=State.FILTERED)
+    root = ET.fromstring(render(meta_for(ports), silent))
+    assert root.find("host/status").attrib == {  # type: ignore[union-attr]
+        "state": "up",
+        "reason": "user-set",
+        "reason_ttl": "0",
+    }
+    assert root.find("runstats/hosts").attrib == {"up": "1", "down": "0", "total": "1"}  # type: ignore[union-attr]
 
 
 def test_an_interrupted_scan_is_still_a_whole_document() -> None:
@@ -313,7 +313,7 @@ def test_reason_ttl_is_carried() -> None:
     )
     root = ET.fromstring(render(meta, [result]))
     assert root.find("scaninfo").attrib["type"] == "syn"  # type: ignore[union-attr]
-    assert root.find("host/status").attrib["reason_ttl"] == "63"  # type: ignore[union-attr]
+    assert root.find("host/ports/port/state").attrib["reason_ttl"] == "63"  # type: ignore[union-attr]
     assert root.find("host/ports/port/state").attrib["reason_ttl"] == "63"  # type: ignore[union-attr]
 
 

@@ -1,20 +1,25 @@
-"""Output writers: they only format. Each gets ``start(meta)`` once, ``add(result)`` for
-every result as it arrives (closed ones included), and ``finish(report)`` at the end, also
-after an interrupted scan. Writers import ``results`` and ``errors`` only.
+"""Output writers: they only format. Each gets ``start(meta)`` once, ``host(host)`` for every
+host in address order as the ordering stage (``output.hosts.HostOrder``) hands it over,
+ports inside ascending, and ``finish(report)`` at the end, also after an interrupted scan.
+``output.session`` wires writers and the stage for the command line. Writers import
+``results``, ``errors`` and ``output`` only.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from portscout.results import Report, Result, ScanMeta
+from portscout.results import Report, ScanMeta
+
+if TYPE_CHECKING:
+    from portscout.output.hosts import HostResults
 
 
 class Writer(Protocol):
-    """A sink for results; writes to a text stream it was given and does not close it."""
+    """A sink for hosts; writes to a text stream it was given and does not close it."""
 
     def start(self, meta: ScanMeta) -> None: ...
 
-    def add(self, result: Result) -> None: ...
+    def host(self, host: HostResults) -> None: ...
 
     def finish(self, report: Report) -> None: ...

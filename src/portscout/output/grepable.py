@@ -10,10 +10,12 @@ from ``nmap_xml`` so the two formats always agree. Imports ``results`` and ``out
     Host: 127.0.0.1 (localhost)\tPorts: 22/open/tcp//ssh///\tIgnored State: closed (999)
     # portscout done at Tue Nov 26 10:00:01 2024 -- 1 IP address (1 host up) scanned in 0.05 seconds
 
-Port fields are nmap's ``port/state/protocol/owner/service/rpcinfo/version/``. As in nmap
-(``printportoutput``): ``Ignored State`` appears only when exactly one state was folded;
-a host whose every port was folded gets its ``Status: Up`` line twice and no ``Ports``;
-down hosts appear (``Status: Down``) only at verbose >= 1.
+Port fields are nmap's ``port/state/protocol/owner/service/rpcinfo/version/``. As nmap
+7.93 (``printportoutput``): the ``Ports:`` line lists the ports not folded (none: ``Ports: ``
+and nothing after), then ``Ignored State`` when exactly one state was folded; a ping scan
+(``-sn``) has only ``Status`` lines; down hosts appear (``Status: Down``) only at verbose >= 1,
+which also adds nmap's ``# Ports scanned:`` line. With ``--open`` only hosts with an open
+port appear, and only their open ports (the footer still counts every host).
 
 Comment lines say ``portscout`` where nmap says ``Nmap`` (as masscan says ``Masscan``):
 grepable parsers read the ``Host:`` lines and skip ``#`` lines. An interrupted scan gets a
@@ -26,16 +28,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from portscout.output.nmap_xml import HostPorts, HostTally, ignore_limit, nmap_time
-from portscout.results import IPAddress, Report, Result, ScanMeta
+from portscout.output.hosts import HostResults
+from portscout.output.nmap_xml import HostCount, format_port_ranges, nmap_time, shown
+from portscout.results import Report, Result, ScanMeta
 
 
 class GrepableWriter:
     """Writes nmap's ``-oG`` format to ``stream`` (which it never closes).
 
     ``service_names`` maps port -> name (``nmap_xml.load_service_names``); ``verbose`` is
-    nmap's ``-v`` level; ``clock`` (epoch seconds) is read only for the ``done`` line when
-    the report has no finish time.
+    nmap's ``-v`` level; ``only_open`` is ``--open``; ``clock`` (epoch seconds) is read only
+    for the ``done`` line when the report has no finish time.
     """
 
     def __init__(
@@ -44,57 +47,54 @@ class GrepableWriter:
         *,
         service_names: Mapping[int, str] | None = None,
         verbose: int = 0,
+        only_open: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._out = stream
         self._services = service_names
         self._verbose = verbose
+        self._only_open = only_open
         self._clock = clock
-        self._names: Mapping[IPAddress, str] = {}
-        self._tally = HostTally(ignore_limit(verbose), 0, clock)
-        self._started = False
+        self._count = HostCount()
+        self._port_scan = True
 
     def start(self, meta: ScanMeta) -> None:
-        self._started = True
-        self._names = meta.hostnames
-        self._tally = HostTally(ignore_limit(self._verbose), len(meta.ports), self._clock)
+        self._port_scan = bool(meta.ports)
         self._out.write(
             f"# portscout {meta.version} scan initiated {nmap_time(meta.started)}"
             f" as: {' '.join(meta.args)}\n"
         )
+        if self._verbose >= 1:
+            tcp = f"{len(meta.ports)};{format_port_ranges(meta.ports)}"
+            self._out.write(f"# Ports scanned: TCP({tcp}) UDP(0;) SCTP(0;) PROTOCOLS(0;)\n")
 
-    def add(self, result: Result) -> None:
-        host = self._tally.add(result)
-        if host is not None:
+    def host(self, host: HostResults) -> None:
+        self._count.add(host)
+        if shown(host, verbose=self._verbose, only_open=self._only_open):
             self._write_host(host)
 
     def finish(self, report: Report) -> None:
-        for host in self._tally.drain():
-            self._write_host(host)
         end = report.finished if report.finished is not None else self._clock()
         if report.interrupted:
             self._out.write("# portscout scan interrupted: results are incomplete\n")
         elapsed = max(end - report.started, 0.0)
-        self._out.write(f"# portscout done at {nmap_time(end)} -- {self._tally.summary(elapsed)}\n")
+        self._out.write(f"# portscout done at {nmap_time(end)} -- {self._count.summary(elapsed)}\n")
         self._out.flush()
 
-    def _write_host(self, host: HostPorts) -> None:
-        prefix = f"Host: {host.address} ({_clean(self._names.get(host.address, ''))})"
+    def _write_host(self, host: HostResults) -> None:
+        prefix = f"Host: {host.address} ({_clean(host.hostname)})"
         if not host.up:
-            if self._verbose >= 1:
-                self._out.write(f"{prefix}\tStatus: Down\n")
+            self._out.write(f"{prefix}\tStatus: Down\n")
             return
-        lines = f"{prefix}\tStatus: Up\n"
-        shown = host.shown()
-        if not shown:
-            self._out.write(lines + f"{prefix}\tStatus: Up\n")
+        if not self._port_scan:
+            self._out.write(f"{prefix}\tStatus: Up\n")
             return
-        fields = ", ".join(self._port_field(r) for r in shown)
-        ignored = host.ignored_states()
-        tail = ""
-        if len(ignored) == 1:
-            tail = f"\tIgnored State: {ignored[0]} ({host.counts[ignored[0]]})"
-        self._out.write(f"{lines}{prefix}\tPorts: {fields}{tail}\n")
+        fields = ", ".join(self._port_field(r) for r in host.listed(only_open=self._only_open))
+        folded = host.folded()
+        tail = (
+            f"\tIgnored State: {folded[0]} ({host.counts[folded[0]]})" if len(folded) == 1 else ""
+        )
+        self._out.write(f"{prefix}\tStatus: Up\n{prefix}\tPorts: {fields}{tail}\n")
 
     def _port_field(self, result: Result) -> str:
         service = self._services.get(result.port, "") if self._services else ""

@@ -1,8 +1,8 @@
 """nmap's XML output (``-oX``): the ``nmaprun`` document of nmap 7.93, xmloutputversion 1.05.
 
-Owns the XML writer and what nmap's two file formats share (also used by ``grepable``): the
-per-host port summary with nmap's "ignored state" rule, the compact port list, ``ctime``
-strings and the ``nmap-services`` loader. Imports ``results`` only.
+Owns the XML writer and what nmap's file formats share (also used by ``grepable`` and
+``normal``): the compact port list, ``ctime`` strings, host counts, which hosts are shown and
+the ``nmap-services`` loader. Imports ``results`` and ``output`` only.
 
 The layout follows nmap's ``output.cc`` (``printportoutput``, ``print_xml_state_summary``,
 ``printfinaloutput``) and ``nmap.dtd``, so that tools made for nmap read it unchanged;
@@ -15,54 +15,36 @@ Decisions where portscout differs from nmap, or knows less:
   (libnmap, ndiff and nmap.xsl ignore the value; ndiff prints it in its banner), and
   masscan set the precedent with ``scanner="masscan"``. Claiming to be nmap would mislead
   anyone reading the file, so we don't.
-* Host status: portscout has no host discovery. A host is ``up`` when any port answered
-  (open or closed), with the reason and TTL of its first answer, as nmap's TCP ping
-  reports; otherwise ``down`` with its most common reason. Down hosts are counted in
-  ``runstats`` and written only at verbose >= 1, as nmap does.
+* Host status: from host discovery (``reason`` of its first answer), ``user-set`` with
+  ``-Pn`` (every target up, as nmap); down hosts are counted in ``runstats`` and written
+  only at verbose >= 1, as nmap does. With ``--open`` only hosts with an open port are
+  written (all are counted).
 * Services: nmap names ports from ``nmap-services`` (``method="table" conf="3"``). The
   writer never reads files; pass ``service_names`` (see ``load_service_names``) or get no
   ``<service>`` elements. Ports missing from the table get none either, as in nmap.
-* ``<times>``: srtt/rttvar from the host's result RTTs (RFC 6298 smoothing in arrival
-  order), ``to`` = srtt + 4 rttvar, at least 100 ms (nmap's default minimum). Omitted when
-  no RTT was measured.
+* ``<times>``: srtt/rttvar from the host's result RTTs (RFC 6298 smoothing in port order),
+  else from discovery's round trip; ``to`` = srtt + 4 rttvar, at least 100 ms (nmap's
+  default minimum). Omitted when no RTT was measured. ``starttime`` is the scan's start.
 * An interrupted scan still ends the document: ``<finished exit="error" errormsg=...>``,
   the form nmap's ``fatal()`` writes (on ^C nmap itself leaves the file unterminated).
 
-Streaming: the header is written by ``start``; a host is written as soon as it has a
-result for every scanned port (memory stays bounded in sequential scans); the rest, in
-address order, by ``finish``. Per host, open ports are kept whole; closed and filtered
-ones only while they could still be listed one by one (at most ``ignore_limit`` ports), then
-only as port numbers per reason, for ``<extrareasons ports=...>``.
+Streaming: the header is written by ``start``, each host as the ordering stage
+(``output.hosts.HostOrder``) hands it over, in address order, and ``runstats`` by ``finish``.
 """
 
 from __future__ import annotations
 
 import time
-from array import array
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from os import PathLike
 from typing import TextIO
 
-from portscout.results import IPAddress, Protocol, Reason, Report, Result, ScanMeta, State
+from portscout.output.hosts import MIN_TIMEOUT, HostResults
+from portscout.results import IPAddress, Protocol, Report, ScanMeta, State
 
 NMAP_XSL = "file:///usr/share/nmap/nmap.xsl"
 XML_OUTPUT_VERSION = "1.05"
-MIN_TIMEOUT = 0.1  # seconds: nmap's default --min-rtt-timeout, the floor of <times to>
-
-# States nmap may fold into <extraports> ("Not shown: ..."), in nmap's state-number order.
-IGNORABLE = (State.CLOSED, State.FILTERED)
-
-
-def ignore_limit(verbose: int) -> int:
-    """How many ports of one state nmap lists before folding them into a summary.
-
-    ``PortList::isIgnoredState``: more than 25 ports, times ``verbose + 1`` with ``-v``
-    (debugging, which raises it further, is not a portscout option).
-    """
-    return 25 * (max(verbose, 0) + 1)
 
 
 def format_port_ranges(ports: Iterable[int]) -> str:
@@ -117,141 +99,6 @@ def load_service_names(
     return {port: name for port, (_, name) in best.items()}
 
 
-def address_key(address: IPAddress) -> tuple[int, int]:
-    return (address.version, int(address))
-
-
-@dataclass(slots=True)
-class HostPorts:
-    """One host's results, summarised as nmap prints them; bounded in memory.
-
-    ``limit`` is ``ignore_limit(verbose)``. ``first_seen`` (epoch seconds) is the host's
-    ``starttime``.
-    """
-
-    address: IPAddress
-    limit: int
-    first_seen: float
-    seen: int = 0
-    answer: Result | None = None
-    counts: Counter[State] = field(default_factory=Counter)
-    reasons: Counter[Reason] = field(default_factory=Counter)
-    _kept: dict[State, list[Result]] = field(default_factory=dict)
-    _ports: dict[State, dict[tuple[Reason, Protocol], array[int]]] = field(default_factory=dict)
-    srtt: float | None = None
-    rttvar: float = 0.0
-
-    def add(self, result: Result) -> None:
-        self.seen += 1
-        state = result.state
-        self.counts[state] += 1
-        self.reasons[result.reason] += 1
-        if self.answer is None and state in (State.OPEN, State.CLOSED):
-            self.answer = result
-        if result.rtt is not None:
-            self._sample(result.rtt)
-        if state not in IGNORABLE:
-            self._kept.setdefault(state, []).append(result)
-            return
-        by_reason = self._ports.setdefault(state, {})
-        by_reason.setdefault((result.reason, result.protocol), array("H")).append(result.port)
-        if self.counts[state] <= self.limit:
-            self._kept.setdefault(state, []).append(result)
-        else:
-            self._kept.pop(state, None)  # folded for good: counts only grow
-
-    def _sample(self, rtt: float) -> None:
-        # RFC 6298 section 2, alpha = 1/8, beta = 1/4.
-        if self.srtt is None:
-            self.srtt, self.rttvar = rtt, rtt / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
-            self.srtt = 0.875 * self.srtt + 0.125 * rtt
-
-    @property
-    def up(self) -> bool:
-        return self.answer is not None
-
-    @property
-    def status_reason(self) -> tuple[Reason, int]:
-        """The reason and TTL nmap puts in ``<status>``."""
-        if self.answer is not None:
-            return self.answer.reason, self.answer.reason_ttl or 0
-        if not self.reasons:
-            return Reason.NO_RESPONSE, 0
-        return self.reasons.most_common(1)[0][0], 0
-
-    def ignored_states(self) -> list[State]:
-        """States folded into a summary, most ports first (``nextIgnoredState``)."""
-        folded = [s for s in IGNORABLE if self.counts[s] > self.limit]
-        return sorted(folded, key=lambda s: -self.counts[s])
-
-    def extrareasons(self, state: State) -> list[tuple[Reason, Protocol, list[int]]]:
-        """(reason, protocol, sorted ports) of a folded state, most ports first."""
-        groups = [
-            (reason, proto, sorted(ports))
-            for (reason, proto), ports in self._ports.get(state, {}).items()
-        ]
-        return sorted(groups, key=lambda g: (-len(g[2]), g[2][0]))
-
-    def shown(self) -> list[Result]:
-        """Results listed one by one, in port order."""
-        folded = set(self.ignored_states())
-        listed = [r for s, rs in self._kept.items() if s not in folded for r in rs]
-        return sorted(listed, key=lambda r: (r.protocol.value, r.port))
-
-    def times_us(self) -> tuple[int, int, int] | None:
-        """``<times>`` srtt, rttvar, to in microseconds, or None without RTT samples."""
-        if self.srtt is None:
-            return None
-        timeout = max(self.srtt + 4 * self.rttvar, MIN_TIMEOUT)
-        return round(self.srtt * 1e6), round(self.rttvar * 1e6), round(timeout * 1e6)
-
-
-@dataclass(slots=True)
-class HostTally:
-    """Hosts buffered until complete, and the up/down counts of those written."""
-
-    limit: int
-    ports_per_host: int
-    clock: Callable[[], float]
-    hosts: dict[IPAddress, HostPorts] = field(default_factory=dict)
-    up: int = 0
-    down: int = 0
-
-    def add(self, result: Result) -> HostPorts | None:
-        """Record a result; return its host when that host now has every port, else None."""
-        host = self.hosts.get(result.host)
-        if host is None:
-            host = HostPorts(result.host, self.limit, self.clock())
-            self.hosts[result.host] = host
-        host.add(result)
-        if self.ports_per_host and host.seen >= self.ports_per_host:
-            return self.pop(result.host)
-        return None
-
-    def pop(self, address: IPAddress) -> HostPorts:
-        host = self.hosts.pop(address)
-        if host.up:
-            self.up += 1
-        else:
-            self.down += 1
-        return host
-
-    def drain(self) -> list[HostPorts]:
-        """Every host still buffered, in address order (incomplete after an interrupt)."""
-        return [self.pop(a) for a in sorted(self.hosts, key=address_key)]
-
-    def summary(self, elapsed: float) -> str:
-        """nmap's "N IP addresses (M hosts up) scanned in S seconds"."""
-        total = self.up + self.down
-        return (
-            f"{total} {plural(total, 'IP address', 'IP addresses')} "
-            f"({self.up} {plural(self.up, 'host', 'hosts')} up) "
-            f"scanned in {elapsed:.2f} seconds"
-        )
-
-
 def xml_escape(value: object) -> str:
     """Text safe inside a double-quoted XML attribute (XML 1.0 characters only)."""
     out: list[str] = []
@@ -288,13 +135,42 @@ def _comment(text: str) -> str:
     return "<!-- " + xml_escape(text).replace("--", "-&#45;") + " -->"
 
 
+class HostCount:
+    """Hosts handed to a writer, up and down: nmap's "N IP addresses (M hosts up)"."""
+
+    def __init__(self) -> None:
+        self.up = self.down = 0
+
+    def add(self, host: HostResults) -> None:
+        if host.up:
+            self.up += 1
+        else:
+            self.down += 1
+
+    def summary(self, elapsed: float) -> str:
+        total = self.up + self.down
+        return (
+            f"{total} {plural(total, 'IP address', 'IP addresses')} "
+            f"({self.up} {plural(self.up, 'host', 'hosts')} up) "
+            f"scanned in {elapsed:.2f} seconds"
+        )
+
+
+def shown(host: HostResults, *, verbose: int, only_open: bool) -> bool:
+    """Whether nmap's outputs show ``host``: down hosts only with -v, and with --open
+    only hosts with an open port (both are still counted)."""
+    if not host.up:
+        return verbose >= 1 and not only_open
+    return not only_open or host.counts[State.OPEN] > 0
+
+
 class NmapXmlWriter:
     """Writes nmap's ``-oX`` document to ``stream`` (which it never closes).
 
     ``service_names`` maps port -> name (``load_service_names``); ``verbose`` is nmap's
-    ``-v`` level (``<verbose level>``, the ignored-state limit, down hosts shown);
+    ``-v`` level (``<verbose level>``, down hosts shown); ``only_open`` is ``--open``;
     ``stylesheet`` is the ``xml-stylesheet`` href, None for none (nmap's
-    ``--no-stylesheet``); ``clock`` gives host start/end times (epoch seconds).
+    ``--no-stylesheet``); ``clock`` gives host end times (epoch seconds).
     """
 
     def __init__(
@@ -303,20 +179,21 @@ class NmapXmlWriter:
         *,
         service_names: Mapping[int, str] | None = None,
         verbose: int = 0,
+        only_open: bool = False,
         stylesheet: str | None = NMAP_XSL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._out = stream
         self._services = service_names
         self._verbose = verbose
+        self._only_open = only_open
         self._stylesheet = stylesheet
         self._clock = clock
         self._meta: ScanMeta | None = None
-        self._tally = HostTally(ignore_limit(verbose), 0, clock)
+        self._count = HostCount()
 
     def start(self, meta: ScanMeta) -> None:
         self._meta = meta
-        self._tally = HostTally(ignore_limit(self._verbose), len(meta.ports), self._clock)
         args = " ".join(meta.args)
         started = nmap_time(meta.started)
         head = ['<?xml version="1.0" encoding="UTF-8"?>', "<!DOCTYPE nmaprun>"]
@@ -337,44 +214,43 @@ class NmapXmlWriter:
                 ],
                 ">",
             ),
-            _tag(
-                "scaninfo",
-                [
-                    ("type", meta.scan_type),
-                    ("protocol", meta.protocol.value),
-                    ("numservices", len(meta.ports)),
-                    ("services", format_port_ranges(meta.ports)),
-                ],
-            ),
+        ]
+        if meta.ports:  # a ping scan (-sn) has no scaninfo, as in nmap's
+            scaninfo = [
+                ("type", meta.scan_type),
+                ("protocol", meta.protocol.value),
+                ("numservices", len(meta.ports)),
+                ("services", format_port_ranges(meta.ports)),
+            ]
+            head.append(_tag("scaninfo", scaninfo))
+        head += [
             _tag("verbose", [("level", self._verbose)]),
             _tag("debugging", [("level", 0)]),
         ]
         self._out.write("\n".join(head) + "\n")
 
-    def add(self, result: Result) -> None:
-        host = self._tally.add(result)
-        if host is not None:
+    def host(self, host: HostResults) -> None:
+        self._count.add(host)
+        if shown(host, verbose=self._verbose, only_open=self._only_open):
             self._write_host(host, self._clock())
 
     def finish(self, report: Report) -> None:
         if self._meta is None:  # finish without start: still a whole document
             self.start(_meta_from_report(report))
         end = report.finished if report.finished is not None else self._clock()
-        for host in self._tally.drain():
-            self._write_host(host, end)
         elapsed = max(end - report.started, 0.0)
         timestr = nmap_time(end)
         finished: list[tuple[str, object]] = [
             ("time", int(end)),
             ("timestr", timestr),
-            ("summary", f"portscout done at {timestr}; {self._tally.summary(elapsed)}"),
+            ("summary", f"portscout done at {timestr}; {self._count.summary(elapsed)}"),
             ("elapsed", f"{elapsed:.2f}"),
         ]
         if report.interrupted:
             finished += [("exit", "error"), ("errormsg", "scan interrupted; results incomplete")]
         else:
             finished.append(("exit", "success"))
-        up, down = self._tally.up, self._tally.down
+        up, down = self._count.up, self._count.down
         self._out.write(
             "<runstats>"
             + _tag("finished", finished)
@@ -383,39 +259,42 @@ class NmapXmlWriter:
         )
         self._out.flush()
 
-    def _write_host(self, host: HostPorts, end: float) -> None:
-        if not host.up and self._verbose < 1:
-            return
-        reason, ttl = host.status_reason
+    def _write_host(self, host: HostResults, end: float) -> None:
+        started = self._meta.started if self._meta else end
+        status = [
+            ("state", "up" if host.up else "down"),
+            ("reason", host.reason),
+            ("reason_ttl", host.reason_ttl or 0),
+        ]
         parts = [
-            _tag("host", [("starttime", int(host.first_seen)), ("endtime", int(end))], ">"),
-            _tag(
-                "status",
-                [("state", "up" if host.up else "down"), ("reason", reason), ("reason_ttl", ttl)],
-            ),
+            _tag("host", [("starttime", int(started)), ("endtime", int(end))], ">"),
+            _tag("status", status),
             "\n",
             _tag("address", [("addr", host.address), ("addrtype", _addrtype(host.address))]),
             "\n<hostnames>\n",
         ]
-        name = self._meta.hostnames.get(host.address) if self._meta else None
-        if name:
-            parts += [_tag("hostname", [("name", name), ("type", "user")]), "\n"]
+        if host.hostname:
+            attrs = [("name", host.hostname), ("type", host.hostname_type)]
+            parts += [_tag("hostname", attrs), "\n"]
         parts.append("</hostnames>\n")
-        if host.up:
+        if host.up and self._meta is not None and self._meta.ports:
             parts += self._ports_xml(host)
         times = host.times_us()
+        if times is None and host.latency is not None:
+            latency = round(host.latency * 1e6)
+            times = (latency, latency // 2, max(latency * 3, round(MIN_TIMEOUT * 1e6)))
         if times is not None:
             srtt, rttvar, timeout = times
             parts += [_tag("times", [("srtt", srtt), ("rttvar", rttvar), ("to", timeout)]), "\n"]
         parts.append("</host>\n")
         self._out.write("".join(parts))
 
-    def _ports_xml(self, host: HostPorts) -> list[str]:
+    def _ports_xml(self, host: HostResults) -> list[str]:
         parts = ["<ports>"]
-        for state in host.ignored_states():
+        for state in host.folded():
             parts += [_tag("extraports", [("state", state), ("count", host.counts[state])], ">")]
             parts.append("\n")
-            for reason, proto, ports in host.extrareasons(state):
+            for reason, proto, ports in host.groups(state):
                 attrs: list[tuple[str, object]] = [
                     ("reason", reason),
                     ("count", len(ports)),
@@ -424,7 +303,7 @@ class NmapXmlWriter:
                 ]
                 parts += [_tag("extrareasons", attrs), "\n"]
             parts.append("</extraports>\n")
-        for result in host.shown():
+        for result in host.listed(only_open=self._only_open):
             parts.append(
                 _tag("port", [("protocol", result.protocol), ("portid", result.port)], ">")
             )
