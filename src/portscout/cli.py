@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from portscout._version import __version__
-from portscout.engines import engine_names
+from portscout.engines import CONNECT_ENGINE, SYN_ENGINE, engine_names
 from portscout.errors import OptionError, PortscoutError, StoreError, UsageError
 from portscout.output.progress import LiveProgress, Monitor, StatsLines
 from portscout.output.session import OutputOptions, Outputs, file_outputs
@@ -86,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="permutation key, for a repeatable probe order")
     e = p.add_argument_group("engine")
     e.add_argument("--engine", default="auto", metavar="NAME", help=", ".join(engine_names()))
-    e.add_argument("-sT", dest="engine", action="store_const", const="async",
-                   help="TCP connect scan (the async engine)")  # fmt: skip
-    e.add_argument("-sS", dest="engine", action="store_const", const="syn",
+    e.add_argument("-sT", dest="engine", action="store_const", const=CONNECT_ENGINE,
+                   help=f"TCP connect scan (the {CONNECT_ENGINE} engine)")  # fmt: skip
+    e.add_argument("-sS", dest="engine", action="store_const", const=SYN_ENGINE,
                    help="SYN scan with raw sockets (root or CAP_NET_RAW)")  # fmt: skip
     e.add_argument("--workers", type=int, default=50, help="threadpool engine threads (50)")
     e.add_argument("--processes", type=int, help="worker processes (default: one per core)")
@@ -152,7 +152,7 @@ def add_timing_options(p: argparse.ArgumentParser) -> None:
                    help="probes per second at most")  # fmt: skip
     t.add_argument("--min-parallelism", type=int, metavar="N", help="probes in flight at least")
     t.add_argument("--timeout", type=_duration("--timeout"), metavar="TIME",
-                   help="seed engines' fixed timeout (1s); caps the adaptive one")  # fmt: skip
+                   help="first and highest probe timeout (seed engines: every try's)")  # fmt: skip
 
 
 TIMING_FIELDS = (
@@ -172,10 +172,9 @@ def timing_from_args(args: argparse.Namespace) -> TimingPolicy:
             " (bound slow hosts with --max-rtt-timeout and --max-retries)"
         )
     base = TimingPolicy.template(3 if args.template is None else args.template)
-    changes = {
-        name: getattr(args, name) for name in TIMING_FIELDS if getattr(args, name) is not None
-    }
-    return base.override(**changes)
+    return base.with_options(
+        timeout=args.timeout, **{name: getattr(args, name) for name in TIMING_FIELDS}
+    )
 
 
 def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfig:
@@ -199,12 +198,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         engine=args.engine,
         discovery=not args.Pn,
         ping_only=args.sn,
-        timing=timing_from_args(args),
-        timeout=args.timeout,
-        max_retries=args.max_retries,
-        max_in_flight=args.max_parallelism,
+        timing=timing_from_args(args),  # every timing option, --timeout included
         workers=args.workers,
-        rate=None,  # --rate is --max-rate, part of the timing policy
         processes=args.processes,
         key=args.seed,
         randomize=not args.ordered,

@@ -44,6 +44,7 @@ class Reason(StrEnum):
     HOST_PROHIBITED = "host-prohibited"
     NET_PROHIBITED = "net-prohibited"
     TIME_EXCEEDED = "time-exceeded"
+    NO_ROUTE = "no-route"  # filtered: no route or no source address for the host here
     LOCALHOST_RESPONSE = "localhost-response"
     USER_SET = "user-set"  # the user said so (-Pn: host assumed up)
     ECHO_REPLY = "echo-reply"  # host discovery: ICMP echo reply

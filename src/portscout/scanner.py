@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
 
 from portscout._version import __version__
-from portscout.engines import create_engine
+from portscout.engines import ENGINES, resolve_engine_name
 from portscout.engines.base import EngineOptions
 from portscout.engines.processes import ClosedAs, run_sharded
 from portscout.engines.rawsock import raw_sockets_allowed
@@ -45,14 +45,13 @@ from portscout.timing import TimingPolicy, parse_template
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_PORTS = 1000
-SEED_TIMEOUT = 1.0  # the threads study's timeout, for the blocking engines
-SEED_RETRIES = 1
-FD_RESERVE = 64  # descriptors kept free for the interpreter, output files, the database
+# Descriptors kept free for the interpreter, the event loop, output files and the history
+# database: at most this many, at most half the limit (a tiny limit still scans).
+FD_RESERVE = 64
 # Below this many probes a second process costs more (fork, pipe, start-up) than it saves.
 PROCESS_THRESHOLD = 8192
 BATCH_SIZE = 256
 BATCH_SECONDS = 0.05
-BLOCKING_ENGINES = frozenset({"sequential", "thread-per-port", "threadpool"})
 # Hosts discovered and scanned together (nmap's --max-hostgroup): what a scan holds is
 # bounded by a group and the probes in flight, never by the number of targets. A /24 is
 # one group (scanned as fast as before groups), a /8 4096 of them.
@@ -63,7 +62,7 @@ MAX_ADDRESSES = 1 << 32
 # Probes a second a scan of a real network keeps up, for the estimate printed before long
 # scans: connect probes are bounded by --max-parallelism (2500) per timeout (about 1 s
 # for silent hosts), raw SYNs by the send rate the receivers keep up with.
-ESTIMATE_RATE = {"syn": 100_000.0}
+ESTIMATE_RATE = {"syn": 100_000.0}  # by scan type (EngineSpec.scan_type)
 ESTIMATE_RATE_CONNECT = 2_500.0
 
 
@@ -76,15 +75,16 @@ class ScanConfig:
     top_ports: int | None = None
     excludes: Sequence[str] = ()
     engine: str = "auto"
-    # Adaptive engines (async, syn) follow ``timing`` (default: nmap's -T3); ``timeout``
-    # caps their probe timeout and is the fixed timeout of the blocking seed engines;
-    # ``max_retries`` caps retransmissions (the seed engines make at most that many).
+    # Every engine follows ``timing`` (None: nmap's -T3). The four below are the library's
+    # shortcuts for --timeout, --max-retries, --max-rate and --max-parallelism, merged into
+    # it by ``TimingPolicy.with_options`` (None: not given). Descriptors bound the
+    # parallelism further (``fd_budget``).
     timing: TimingPolicy | None = None
     timeout: float | None = None
     max_retries: int | None = None
-    max_in_flight: int | None = None  # None: as many as the descriptor budget allows
-    workers: int = 50
-    rate: float | None = None  # syn engine: packets per second in total
+    max_in_flight: int | None = None
+    workers: int = 50  # threadpool engine
+    rate: float | None = None  # probes per second in total
     processes: int | None = None  # None: one per core for large scans, else 1
     key: int | None = None  # the permutation key; None: a fresh secret one
     randomize: bool = True
@@ -137,19 +137,21 @@ def _parse_port_request(config: ScanConfig) -> tuple[int, ...]:
 
 
 def timing_policy(config: ScanConfig) -> TimingPolicy:
-    """The scan's timing: ``config.timing`` (or -T3) with ``timeout``, ``max_retries`` and
-    ``rate`` applied on top. Raises OptionError for contradictions."""
-    base = config.timing or TimingPolicy()
-    changes: dict[str, float | int | None] = {}
-    if config.timeout is not None:
-        changes["initial_rtt_timeout"] = min(base.initial_rtt_timeout, config.timeout)
-        changes["max_rtt_timeout"] = config.timeout
-        changes["min_rtt_timeout"] = min(base.min_rtt_timeout, config.timeout)
-    if config.max_retries is not None:
-        changes["max_retries"] = config.max_retries
-    if config.rate is not None:
-        changes["max_rate"] = config.rate
-    return base.override(**changes) if changes else base
+    """The scan's one policy: ``config.timing`` (or -T3) with the library's shortcuts on
+    top. Raises OptionError, naming the command line's option, for a bad value."""
+    return (config.timing or TimingPolicy()).with_options(
+        timeout=config.timeout,
+        max_retries=config.max_retries,
+        max_rate=config.rate,
+        max_parallelism=config.max_in_flight,
+    )
+
+
+def fd_budget(limit: int, processes: int) -> int:
+    """Probes each of ``processes`` may have in flight (a descriptor each) under a
+    descriptor limit of ``limit``: at least one, whatever the limit."""
+    reserve = min(FD_RESERVE, limit // 2)
+    return max(1, (limit - reserve) // processes)
 
 
 def per_process(policy: TimingPolicy, processes: int) -> TimingPolicy:
@@ -170,13 +172,10 @@ class Scan:
     """One scan: its plan, its engine settings and the report it fills while it runs."""
 
     def __init__(self, config: ScanConfig, *, resolver: Resolver = system_resolver) -> None:
-        if config.timeout is not None and config.timeout <= 0:
-            raise OptionError(f"timeout must be positive, got {config.timeout}")
-        if config.max_retries is not None and config.max_retries < 0:
-            raise OptionError(f"max retries must be 0 or more, got {config.max_retries}")
         self.policy = timing_policy(config)
         self.config = config
-        self.engine = create_engine(config.engine)
+        self.spec = ENGINES[resolve_engine_name(config.engine)]
+        self.engine = self.spec.create()
         self.targets = parse_targets(config.targets, excludes=config.excludes, resolver=resolver)
         if self.targets.size > MAX_ADDRESSES:
             raise TargetError(
@@ -195,18 +194,11 @@ class Scan:
         self._planned = 0  # probes of the groups planned so far
         self._unflushed: list[Result] = []
         self._closed: list[ClosedPorts] = []
-        fd_budget = (raise_fd_limit() - FD_RESERVE) // self.processes
-        wanted = config.max_in_flight or fd_budget
-        if wanted < 1:
-            raise OptionError(f"max in flight must be positive, got {wanted}")
         share = per_process(self.policy, self.processes)
         self.options = EngineOptions(
-            max_in_flight=max(1, min(wanted, fd_budget)),
-            timeout=SEED_TIMEOUT if config.timeout is None else config.timeout,
-            max_retries=SEED_RETRIES if config.max_retries is None else config.max_retries,
-            workers=config.workers,
-            rate=share.max_rate,
+            max_in_flight=min(share.max_parallelism, fd_budget(raise_fd_limit(), self.processes)),
             timing=share,
+            workers=config.workers,
         )
         self.report = Report(
             engine=self.engine.name,
@@ -216,7 +208,7 @@ class Scan:
         )
         self.meta = ScanMeta(
             args=config.args,
-            scan_type="syn" if self.engine.name == "syn" else "connect",
+            scan_type=self.spec.scan_type,
             engine=self.engine.name,
             ports=() if config.ping_only else self.ports,
             started=self.report.started,
@@ -294,7 +286,7 @@ class Scan:
         processes, the whole policy where it runs in this process."""
         if self._processes_for(plan) > 1:
             return self.options
-        return replace(self.options, timing=self.policy, rate=self.policy.max_rate)
+        return replace(self.options, timing=self.policy)
 
     def _processes_for(self, plan: ScanPlan) -> int:
         if self.config.processes is not None or plan.size >= PROCESS_THRESHOLD:
@@ -307,7 +299,7 @@ class Scan:
         --max-rate, whichever is lower."""
         limit = self.policy.max_rate or float("inf")
         probes = self.plan.size - len(self.config.done)
-        rate = min(ESTIMATE_RATE.get(self.engine.name, ESTIMATE_RATE_CONNECT), limit)
+        rate = min(ESTIMATE_RATE.get(self.spec.scan_type, ESTIMATE_RATE_CONNECT), limit)
         pings = 2 * self.targets.size if self.config.discovery else 0
         return pings / min(ESTIMATE_RATE_CONNECT, limit) + probes / rate
 
@@ -335,7 +327,7 @@ class Scan:
             if requested < 1:
                 raise OptionError(f"processes must be 1 or more, got {requested}")
             return requested
-        if self.engine.name in BLOCKING_ENGINES or self.plan.size < PROCESS_THRESHOLD:
+        if self.spec.blocking or self.plan.size < PROCESS_THRESHOLD:
             return 1
         return max(1, min(os.cpu_count() or 1, 8))
 

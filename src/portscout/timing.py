@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, fields, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from portscout.errors import OptionError
 
@@ -116,6 +116,33 @@ _ORDERED = (
 )
 
 
+def _check_values(values: dict[str, Any]) -> None:
+    """Each value alone in its bounds, or OptionError naming its option. Run before any
+    ordering is bent (``override``), so that the message names what the user gave."""
+    if values["level"] not in range(6):
+        raise OptionError(f"invalid timing level {values['level']} (use 0-5)")
+    for name in ("initial_rtt_timeout", "max_rtt_timeout", "host_timeout", "min_rtt_timeout",
+                 "scan_delay", "max_scan_delay"):  # fmt: skip
+        value, positive = values[name], name in _POSITIVE
+        if value is None and name == "host_timeout":
+            continue
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "positive" if positive else "at least 0"
+            raise OptionError(f"{_flag(name)} {value:g} must be {bound} seconds")
+    for name in ("min_rate", "max_rate"):
+        value = values[name]
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise OptionError(f"{_flag(name)} {value:g} must be a positive number")
+    if values["max_retries"] < 0:
+        raise OptionError(f"--max-retries {values['max_retries']} must not be negative")
+    for name in ("min_parallelism", "max_parallelism"):
+        if values[name] < 1:
+            raise OptionError(f"{_flag(name)} {values[name]} must be at least 1")
+
+
+_POSITIVE = frozenset({"initial_rtt_timeout", "max_rtt_timeout", "host_timeout"})
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -152,35 +179,14 @@ class TimingPolicy:
     max_scan_delay: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.level not in range(6):
-            raise OptionError(f"invalid timing level {self.level} (use 0-5)")
-        for name in ("initial_rtt_timeout", "max_rtt_timeout", "host_timeout"):
-            self._check(name, positive=True)
-        for name in ("min_rtt_timeout", "scan_delay", "max_scan_delay"):
-            self._check(name, positive=False)
-        for name in ("min_rate", "max_rate"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise OptionError(f"{_flag(name)} {value:g} must be a positive number")
-        if self.max_retries < 0:
-            raise OptionError(f"--max-retries {self.max_retries} must not be negative")
-        for name in ("min_parallelism", "max_parallelism"):
-            if getattr(self, name) < 1:
-                raise OptionError(f"{_flag(name)} {getattr(self, name)} must be at least 1")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        _check_values(values)
         for low, high in _ORDERED:
-            lo, hi = getattr(self, low), getattr(self, high)
+            lo, hi = values[low], values[high]
             if lo is not None and hi is not None and lo > hi:
                 raise OptionError(
                     f"{_flag(low)} {_show(low, lo)} exceeds {_flag(high)} {_show(high, hi)}"
                 )
-
-    def _check(self, name: str, *, positive: bool) -> None:
-        value = getattr(self, name)
-        if value is None and name == "host_timeout":
-            return
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            bound = "positive" if positive else "at least 0"
-            raise OptionError(f"{_flag(name)} {value:g} must be {bound} seconds")
 
     @classmethod
     def template(cls, level: int) -> TimingPolicy:
@@ -225,6 +231,27 @@ class TimingPolicy:
         # scan delay above max_scan_delay raises that too.
         return cls(level=level).override(**values[level])
 
+    def with_options(
+        self, *, timeout: float | None = None, **changes: float | int | None
+    ) -> TimingPolicy:
+        """The user's options on top of this policy (a template): the one place where the
+        command line's and the library's options are merged and checked.
+
+        ``changes`` are fields; None means "not given". ``timeout`` (--timeout) is one
+        probe timeout for every engine: the initial one and the highest (the lowest bends
+        down to it), so that the seed engines, which measure no round trip and wait the
+        initial timeout, wait exactly that. It is applied first: a field given beside it
+        wins (``--timeout 2s --max-rtt-timeout 5s`` starts at 2 s and may adapt up to 5 s).
+        Raises OptionError naming the option at fault.
+        """
+        policy = self
+        if timeout is not None:
+            if not (timeout > 0 and math.isfinite(timeout)):
+                raise OptionError(f"--timeout {timeout:g} must be positive seconds")
+            policy = policy.override(initial_rtt_timeout=timeout, max_rtt_timeout=timeout)
+        given = {name: value for name, value in changes.items() if value is not None}
+        return policy.override(**given) if given else policy
+
     def override(self, **changes: float | int | None) -> TimingPolicy:
         """A copy with the named fields set, as the user's options on top of a template.
 
@@ -236,6 +263,7 @@ class TimingPolicy:
         if unknown:
             raise TypeError(f"unknown timing fields: {', '.join(sorted(unknown))}")
         merged = {f.name: getattr(self, f.name) for f in fields(self)} | changes
+        _check_values(merged)
         given = set(changes)
         changed = True
         while changed:

@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterable
+from dataclasses import replace
 from ipaddress import IPv4Address, ip_address
 
 import pytest
@@ -27,13 +28,14 @@ from portscout.plan import ScanPlan
 from portscout.results import Reason, Result, State
 from portscout.schedule import BURST
 from portscout.targets import parse_targets
+from portscout.timing import TimingPolicy
 from tests.engines.conftest import nft_rules, serve
 
 KEY = 0x5EED
 SECRET = scan_secret(KEY)
 SPORTS = range(61000, 61016)
 ME, HOST = IPv4Address("192.0.2.1"), IPv4Address("198.51.100.7")
-FAST = EngineOptions(timeout=0.25, max_retries=1)
+FAST = EngineOptions(timing=TimingPolicy().with_options(timeout=0.25, max_retries=1))
 LO = IPv4Address("127.0.0.1")
 SO_TIMESTAMPNS = 35  # <asm-generic/socket.h>; also the control message's type
 
@@ -250,7 +252,7 @@ def test_no_phantom_port_in_the_ephemeral_range() -> None:
 def test_dropped_port_is_filtered_after_retries() -> None:
     """A host that answered much and lost nothing gives a silent port one retry (nmap's
     allowance); one that answered once has shown little, and gives one more."""
-    options = EngineOptions(timeout=0.2, max_retries=2)
+    options = EngineOptions(timing=TimingPolicy().with_options(timeout=0.2, max_retries=2))
     with input_rules("tcp dport 7301 drop"):
         found = scan("127.0.0.1", range(7300, 7700), options=options)
         few = scan("127.0.0.1", [7300, 7301], options=options)
@@ -313,7 +315,7 @@ def test_forged_answers_are_never_reported() -> None:
     secret = scan_secret(KEY)
     engine = SynEngine(key=KEY)
     plan = ScanPlan.create(parse_targets(["127.0.0.1"]), [silent, forged_open], KEY)
-    options = EngineOptions(timeout=0.3, max_retries=1)
+    options = EngineOptions(timing=TimingPolicy().with_options(timeout=0.3, max_retries=1))
 
     def flood(block: range, sender: socket.socket) -> None:
         matcher = AnswerMatcher(secret, block)
@@ -356,7 +358,7 @@ def test_forged_answers_are_never_reported() -> None:
 def test_sharded_workers_each_see_only_their_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     """``engines.processes`` as it is: forked workers, each claiming its own source-port
     block and filtering its raw sockets to it, give exactly one result per port."""
-    monkeypatch.setitem(ENGINES, "syn", SynEngine)
+    monkeypatch.setitem(ENGINES, "syn", replace(ENGINES["syn"], create=SynEngine))
     listening = [9001, 12000, 45678, 65535]
     plan = ScanPlan.create(parse_targets(["127.0.0.1"]), range(1, 65536), KEY)
 
@@ -394,7 +396,7 @@ def test_sharded_workers_count_closed_ports(
 ) -> None:
     """``run_sharded`` with the syn engine and closed ports not as results: the counts add
     up to every port not open, and ``"ports"`` hands each closed port out once, compactly."""
-    monkeypatch.setitem(ENGINES, "syn", SynEngine)
+    monkeypatch.setitem(ENGINES, "syn", replace(ENGINES["syn"], create=SynEngine))
     listening = [22, 45678]
     plan = ScanPlan.create(parse_targets(["127.0.0.1"]), range(1, 65536), KEY)
 

@@ -66,7 +66,7 @@ class AsyncConnectEngine:
     name = "async"
 
     async def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
-        policy = options.policy()
+        policy = options.timing
         # Each probe in flight holds a descriptor and a kernel socket: --max-parallelism
         # caps them as well as the descriptor budget does.
         limit = max(1, min(options.max_in_flight, policy.max_parallelism))

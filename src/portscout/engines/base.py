@@ -8,6 +8,7 @@ the core (plan, results, timing, errors) only, never output, store or cli.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import threading
 from collections import deque
@@ -15,12 +16,13 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from portscout.errors import ScanError
 from portscout.plan import Probe
 from portscout.results import IPAddress, Reason, Result, State
 from portscout.timing import TimingPolicy
 
 # Errors of connect() that decide a port. Anything not here is a local problem (see
-# BACKPRESSURE) or a bug, never a port state.
+# BACKPRESSURE), a destination with no route (see UNROUTABLE) or a bug, never a port state.
 CONNECT_ERRORS: dict[int, tuple[State, Reason]] = {
     errno.ECONNREFUSED: (State.CLOSED, Reason.CONN_REFUSED),  # RST (or ICMP port unreach)
     # The handshake completed, then the peer reset: a service that hangs up at once, or a
@@ -38,44 +40,54 @@ CONNECT_ERRORS: dict[int, tuple[State, Reason]] = {
 }
 
 # Local resource exhaustion: the probe is retried later with fewer sockets in flight.
-BACKPRESSURE = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
-)
+BACKPRESSURE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+# What the kernel says of a destination it has no source address for: ::1 or any IPv6
+# host with IPv6 disabled (Docker's default), a link-local address without an interface,
+# IPv6 itself disabled at boot. A property of the host, not of a port or of the load: the
+# host's ports are filtered, with nmap's reason ``no-route``. EADDRNOTAVAIL also means
+# "no local port left for this very destination", which is back-pressure: ``unroutable``
+# tells the two apart.
+UNROUTABLE = frozenset({errno.EADDRNOTAVAIL, errno.EINVAL, errno.EAFNOSUPPORT})
+NO_ROUTE: tuple[State, Reason] = (State.FILTERED, Reason.NO_ROUTE)
+
+
+def route_verdict(code: int) -> tuple[State, Reason] | None:
+    """The state of every port of a host whose route lookup failed with ``code``; None
+    when ``code`` says nothing of the host (a local problem, or a bug)."""
+    if code in UNROUTABLE:
+        return NO_ROUTE
+    return CONNECT_ERRORS.get(code)
+
+
+@contextlib.contextmanager
+def os_errors(doing: str) -> Iterator[None]:
+    """Translate an OSError escaping the block into a ScanError (exit code 1) saying what
+    failed: the one boundary of an engine, after which no bare OSError reaches the user
+    (httpcore's ``map_exceptions``). Errors that decide a port never get here."""
+    try:
+        yield
+    except OSError as exc:
+        raise ScanError(f"{doing}: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineOptions:
-    """Settings every engine honours; ``scanner`` sizes ``max_in_flight`` below the fd limit.
+    """Settings every engine honours: one ``TimingPolicy`` (timeouts, retries, rates,
+    parallelism, merged and checked by ``TimingPolicy.with_options``), and what the scanner
+    adds to it.
 
-    ``timeout`` is how long one connect attempt may take (seconds) and ``max_retries`` how
-    many more attempts a port gets when an attempt times out before it is called filtered.
+    ``max_in_flight`` is the policy's parallelism sized below the descriptor limit by
+    ``scanner``; ``workers`` the threadpool engine's threads.
     """
 
+    timing: TimingPolicy
     max_in_flight: int = 1024
-    timeout: float = 1.0
-    max_retries: int = 1
-    workers: int = 50  # threadpool engine only
-    rate: float | None = None  # syn engine: packets per second for this engine instance
-    # Adaptive engines (async, syn): RTT-based timeouts, windows, retries, rates. None:
-    # nmap's -T3 bounded by ``timeout`` and ``max_retries`` (see ``policy``).
-    timing: TimingPolicy | None = None
+    workers: int = 50
     # Round trips measured by host discovery: each host's first probes wait for a timeout
     # derived from its own (as nmap carries a target's timing from its ping phase into the
     # port scan), not for the initial timeout, which is a second at -T3.
     rtt_hints: Mapping[IPAddress, float] = field(default_factory=dict)
-
-    def policy(self) -> TimingPolicy:
-        """The timing policy of adaptive engines: ``timing`` or one derived from
-        ``timeout`` (initial and highest probe timeout) and ``max_retries``."""
-        if self.timing is not None:
-            return self.timing
-        return TimingPolicy(
-            initial_rtt_timeout=self.timeout,
-            min_rtt_timeout=min(0.1, self.timeout),
-            max_rtt_timeout=self.timeout,
-            max_retries=self.max_retries,
-            max_rate=self.rate,
-        )
 
 
 class Engine(Protocol):
@@ -139,14 +151,19 @@ class ThreadBridge:
 
 
 async def run_blocking(
-    producer: Callable[[ThreadBridge], None],
+    producer: Callable[[ThreadBridge], None], engine: str
 ) -> AsyncIterator[Result]:
-    """Run ``producer(bridge)`` in a thread and yield what it emits; stop it on cancel."""
+    """Run ``producer(bridge)`` in a thread and yield what it emits; stop it on cancel.
+
+    The blocking engines' one boundary: an OSError the producer raises reaches the
+    consumer as a ScanError naming ``engine``.
+    """
     bridge = ThreadBridge(asyncio.get_running_loop())
 
     def target() -> None:
         try:
-            producer(bridge)
+            with os_errors(f"the {engine} engine"):
+                producer(bridge)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
             bridge.finish(exc)
         else:

@@ -21,9 +21,19 @@ import struct
 import threading
 import time
 
-from portscout.engines.base import BACKPRESSURE, CONNECT_ERRORS, EngineOptions
+from portscout.engines.base import (
+    BACKPRESSURE,
+    CONNECT_ERRORS,
+    NO_ROUTE,
+    UNROUTABLE,
+    route_verdict,
+)
+from portscout.engines.rawsock import source_address
+from portscout.errors import ScanError
+from portscout.host_timing import HostTiming
 from portscout.plan import Probe
 from portscout.results import IPAddress, Reason, Result, State
+from portscout.timing import TimingPolicy, loss_retries
 
 LINGER_RST = struct.pack("ii", 1, 0)
 BACKOFF_SECONDS = 0.005
@@ -55,18 +65,45 @@ def connected_result(sock: _socket.socket, probe: Probe, rtt: float, tries: int)
     )  # fmt: skip
 
 
-def error_result(code: int, probe: Probe, rtt: float | None, tries: int) -> Result:
-    """Classify a failed connect() by its errno; raises OSError for local problems."""
+def unroutable(host: IPAddress) -> tuple[State, Reason] | None:
+    """The state of every port of ``host`` when this machine has no route or no source
+    address for it, else None. A UDP connect() looks the route up and sends nothing; so
+    it tells "no address to send from" (the host's doing) from EADDRNOTAVAIL's other
+    meaning, no local port left for one destination (back-pressure)."""
     try:
-        state, reason = CONNECT_ERRORS[code]
-    except KeyError:
-        raise OSError(
-            code, f"connect to {probe.host} port {probe.port}: {os.strerror(code)}"
-        ) from None
+        source_address(host)
+    except OSError as exc:
+        if exc.errno in BACKPRESSURE:
+            return None  # out of descriptors: nothing learnt of the host
+        return route_verdict(exc.errno or 0) or NO_ROUTE
+    return None
+
+
+def connect_verdict(code: int, host: IPAddress) -> tuple[State, Reason] | None:
+    """What the errno of a failed connect() says of the port; None for a local problem."""
+    verdict = CONNECT_ERRORS.get(code)
+    if verdict is None and code in UNROUTABLE:
+        return unroutable(host)
+    return verdict
+
+
+def error_result(code: int, probe: Probe, rtt: float | None, tries: int) -> Result:
+    """Classify a failed connect() by its errno; raises ScanError for a local problem."""
+    verdict = connect_verdict(code, probe.host)
+    if verdict is None:
+        raise ScanError(f"connect to {probe.host} port {probe.port}: {os.strerror(code)}")
+    return verdict_result(verdict, probe, rtt, tries)
+
+
+def verdict_result(
+    verdict: tuple[State, Reason], probe: Probe, rtt: float | None, tries: int
+) -> Result:
+    """A decided port; ``rtt`` is kept only where something came back."""
+    state, reason = verdict
+    silent = state is State.FILTERED and reason in (Reason.NO_RESPONSE, Reason.NO_ROUTE)
     return Result(
         host=probe.host, port=probe.port, state=state, reason=reason,
-        rtt=rtt if state is not State.FILTERED or reason is not Reason.NO_RESPONSE else None,
-        tries=tries,
+        rtt=None if silent else rtt, tries=tries,
     )  # fmt: skip
 
 
@@ -77,41 +114,109 @@ def decided_result(code: int, sock: _socket.socket, probe: Probe, rtt: float, tr
     return error_result(code, probe, rtt, tries)
 
 
-def blocking_probe(probe: Probe, options: EngineOptions, stop: threading.Event) -> Result | None:
-    """Probe with blocking connects (timeout per attempt, retries on timeout).
+class BlockingTiming:
+    """The timing of the blocking engines, shared by their threads: how long one connect
+    may wait, and how many times a silent port is tried.
+
+    Each attempt waits the policy's ``initial_rtt_timeout``: nmap's timeout before it has
+    measured a round trip, and a blocking engine measures none (every connect stands
+    alone). At -T3 that is 1 s, the threads study's timeout; -T4 0.5 s, -T5 0.25 s;
+    ``--timeout`` sets it. A silent port gets as many retransmissions as in every engine
+    (nmap's allowance from the host's ``HostTiming``, raised by the loss it has shown, at
+    most --max-retries): a quiet host's filtered ports get one.
+    """
+
+    def __init__(self, policy: TimingPolicy) -> None:
+        self.policy = policy
+        self.timeout = policy.initial_rtt_timeout
+        self._hosts: dict[IPAddress, HostTiming] = {}
+        self._lock = threading.Lock()
+
+    def _host(self, host: IPAddress, now: float) -> HostTiming:
+        timing = self._hosts.get(host)
+        if timing is None:
+            timing = self._hosts[host] = HostTiming(self.policy, started=now)
+        return timing
+
+    def retries_allowed(self, host: IPAddress, now: float) -> int:
+        with self._lock:
+            timing = self._host(host, now)
+            # The allowance of every engine (schedule.Scheduler.allowed): nmap's, raised
+            # by the loss the host has shown.
+            return loss_retries(
+                timing.nmap_retries_allowed,
+                losses=timing.late_answers,
+                answers=timing.answers,
+                max_retries=self.policy.max_retries,
+            )
+
+    def on_answer(self, host: IPAddress, *, sent: float, now: float, tryno: int) -> None:
+        with self._lock:
+            self._host(host, now).on_answer(sent=sent, now=now, in_flight=0, tryno=tryno)
+
+    def on_timeout(self, host: IPAddress, *, sent: float, now: float) -> None:
+        with self._lock:
+            self._host(host, now).on_timeout(sent=sent, now=now, in_flight=0)
+
+
+def _open(probe: Probe) -> socket.socket | Result | None:
+    """A blocking socket for ``probe``; its decided Result when the host's address family
+    is unusable here; None when out of descriptors (wait and try again)."""
+    try:
+        return socket.socket(family(probe.host), socket.SOCK_STREAM)
+    except OSError as exc:
+        if exc.errno in BACKPRESSURE:
+            return None
+        if exc.errno == errno.EAFNOSUPPORT:  # IPv6 disabled at boot
+            return verdict_result(NO_ROUTE, probe, None, 0)
+        raise
+
+
+def blocking_probe(probe: Probe, timing: BlockingTiming, stop: threading.Event) -> Result | None:
+    """Probe with blocking connects (``timing.timeout`` per attempt, retries on timeout).
 
     Returns None when ``stop`` is set before the port was decided. Local resource errors
-    (EMFILE, EADDRNOTAVAIL, ...) wait and try again: never a crash, never a wrong state.
+    (EMFILE, EADDRNOTAVAIL for a routable host, ...) wait and try again: never a crash,
+    never a wrong state. Raises ScanError (or OSError, for ``os_errors`` to translate)
+    for a local problem that waiting does not cure.
     """
     addr = sockaddr(probe.host, probe.port)
-    fam = family(probe.host)
     tries = 0
     while not stop.is_set():
-        try:
-            sock = socket.socket(fam, socket.SOCK_STREAM)
-        except OSError as exc:
-            if exc.errno in BACKPRESSURE:
-                time.sleep(BACKOFF_SECONDS)
-                continue
-            raise
+        sock = _open(probe)
+        if sock is None:
+            time.sleep(BACKOFF_SECONDS)
+            continue
+        if isinstance(sock, Result):
+            return sock
         with sock:
-            sock.settimeout(options.timeout)
-            tries += 1
+            sock.settimeout(timing.timeout)
             started = time.monotonic()
-            try:
-                code = sock.connect_ex(addr)
-            except TimeoutError:
-                code = errno.ETIMEDOUT
-            rtt = time.monotonic() - started
-            if code == 0:
-                return connected_result(sock, probe, rtt, tries)
-            if code in BACKPRESSURE or code == errno.EINPROGRESS:
-                tries -= 1
-                time.sleep(BACKOFF_SECONDS)
-                continue
-            if code == errno.EAGAIN:  # how connect_ex reports its own timeout
-                code = errno.ETIMEDOUT
-            if code == errno.ETIMEDOUT and tries <= options.max_retries:
-                continue
-            return error_result(code, probe, rtt, tries)
+            code = _connect(sock, addr)
+            now = time.monotonic()
+            verdict = connect_verdict(code, probe.host) if code else None
+            if code and verdict is None:
+                if code in BACKPRESSURE or code in (errno.EADDRNOTAVAIL, errno.EINPROGRESS):
+                    time.sleep(BACKOFF_SECONDS)
+                    continue
+                raise ScanError(f"connect to {probe.host} port {probe.port}: {os.strerror(code)}")
+            tries += 1
+            if code == errno.ETIMEDOUT:
+                timing.on_timeout(probe.host, sent=started, now=now)
+                if tries <= timing.retries_allowed(probe.host, now):
+                    continue
+            else:
+                timing.on_answer(probe.host, sent=started, now=now, tryno=tries - 1)
+            if verdict is None:
+                return connected_result(sock, probe, now - started, tries)
+            return verdict_result(verdict, probe, now - started, tries)
     return None
+
+
+def _connect(sock: socket.socket, addr: tuple[str, int]) -> int:
+    """connect_ex, its own timeout reported as ETIMEDOUT."""
+    try:
+        code = sock.connect_ex(addr)
+    except TimeoutError:
+        return errno.ETIMEDOUT
+    return errno.ETIMEDOUT if code == errno.EAGAIN else code

@@ -21,7 +21,7 @@ from ipaddress import ip_address
 from typing import Any, NamedTuple
 
 from portscout.engines.async_connect import AsyncConnectEngine
-from portscout.engines.base import EngineOptions
+from portscout.engines.base import EngineOptions, os_errors
 from portscout.packets import checksum
 from portscout.plan import Probe
 from portscout.results import IPAddress, Reason, State
@@ -68,8 +68,17 @@ class _Found:
 
 async def discover(hosts: Sequence[IPAddress], options: EngineOptions, *, icmp: bool) -> Discovered:
     """Ping every host; done once every host has answered or every ping has run out of
-    tries (a host that answers the ICMP echo is not kept waiting for its TCP pings)."""
-    found = _Found(hosts, options.policy())
+    tries (a host that answers the ICMP echo is not kept waiting for its TCP pings).
+
+    Raises ScanError for a local problem (an OS error no host explains)."""
+    with os_errors("host discovery"):
+        return await _discover(hosts, options, icmp=icmp)
+
+
+async def _discover(
+    hosts: Sequence[IPAddress], options: EngineOptions, *, icmp: bool
+) -> Discovered:
+    found = _Found(hosts, options.timing)
     for host in hosts:
         if host.is_loopback:
             found.mark(host, Reason.LOCALHOST_RESPONSE, None)
@@ -154,7 +163,7 @@ async def _icmp_echo(
     loop = asyncio.get_running_loop()
     ident = os.getpid() & 0xFFFF
     index = {h: i & 0xFFFF for i, h in enumerate(hosts)}
-    policy = options.policy()
+    policy = options.timing
     sent: dict[IPAddress, float] = {}  # first requests, until a second makes replies ambiguous
     silent: set[IPAddress] = set()  # asked and not answered yet: a set, a /16 answers a lot
     everyone = asyncio.Event()

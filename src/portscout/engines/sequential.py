@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 from portscout.engines.base import EngineOptions, ThreadBridge, run_blocking
-from portscout.engines.connect import blocking_probe
+from portscout.engines.connect import BlockingTiming, blocking_probe
 from portscout.plan import Probe
 from portscout.results import Result
 
@@ -18,11 +18,13 @@ class SequentialEngine:
     name = "sequential"
 
     def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
+        timing = BlockingTiming(options.timing)
+
         def produce(bridge: ThreadBridge) -> None:
             for probe in probes:
-                result = blocking_probe(probe, options, bridge.stop)
+                result = blocking_probe(probe, timing, bridge.stop)
                 if result is None:
                     return
                 bridge.emit(result)
 
-        return run_blocking(produce)
+        return run_blocking(produce, self.name)

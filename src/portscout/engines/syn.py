@@ -45,7 +45,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from portscout.engines import rawsock
-from portscout.engines.base import BACKPRESSURE, CONNECT_ERRORS, EngineOptions
+from portscout.engines.base import BACKPRESSURE, CONNECT_ERRORS, EngineOptions, route_verdict
 from portscout.errors import ScanError
 from portscout.packets import (
     ACK,
@@ -179,9 +179,9 @@ class _Route:
 
 
 def default_policy(options: EngineOptions, rate: float | None) -> TimingPolicy:
-    """The scan's policy (``EngineOptions.policy``), with ``rate`` as --max-rate where the
-    policy has none."""
-    policy = options.policy()
+    """The scan's policy (``EngineOptions.timing``), with ``rate`` (the engine's own cap)
+    as --max-rate where the policy has none."""
+    policy = options.timing
     if policy.max_rate is None and rate is not None:
         policy = policy.override(max_rate=rate)
     return policy
@@ -220,9 +220,7 @@ class SynEngine:
         self.source_ports: range | None = None  # the block the running scan holds
 
     async def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
-        policy = self.timing or default_policy(
-            options, options.rate if options.rate is not None else self.rate
-        )
+        policy = self.timing or default_policy(options, self.rate)
         try:
             claim = rawsock.claim_source_ports(SOURCE_PORTS)
         except OSError as exc:
@@ -403,7 +401,7 @@ class _SynScan:
         try:
             local = rawsock.source_address(address)
         except OSError as exc:
-            state, reason = CONNECT_ERRORS.get(exc.errno or 0, UNROUTABLE)
+            state, reason = route_verdict(exc.errno or 0) or UNROUTABLE
             failed = Result(host=address, port=0, state=state, reason=reason)
             self.routes[address] = failed
             return failed

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from portscout.engines.base import EngineOptions, ThreadBridge, run_blocking
-from portscout.engines.connect import BACKOFF_SECONDS, blocking_probe
+from portscout.engines.connect import BACKOFF_SECONDS, BlockingTiming, blocking_probe
 from portscout.plan import Probe
 from portscout.results import Result
 
@@ -24,16 +24,22 @@ class ThreadPerPortEngine:
     name = "thread-per-port"
 
     def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
+        timing = BlockingTiming(options.timing)
+
         def produce(bridge: ThreadBridge) -> None:
             # Each thread holds one socket; the semaphore keeps them under the fd limit.
             slots = threading.BoundedSemaphore(options.max_in_flight)
             threads: list[threading.Thread] = []
+            failed: list[BaseException] = []  # a probe's error: stops the scan, raised here
 
             def probe_one(probe: Probe) -> None:
                 try:
-                    result = blocking_probe(probe, options, bridge.stop)
+                    result = blocking_probe(probe, timing, bridge.stop)
                     if result is not None:
                         bridge.emit(result)
+                except BaseException as exc:  # noqa: BLE001 - raised by produce below
+                    failed.append(exc)
+                    bridge.stop.set()
                 finally:
                     slots.release()
 
@@ -52,8 +58,10 @@ class ThreadPerPortEngine:
                 threads.append(thread)
             for thread in threads:
                 thread.join()
+            if failed:
+                raise failed[0]
 
-        return run_blocking(produce)
+        return run_blocking(produce, self.name)
 
 
 class ThreadPoolEngine:
@@ -61,6 +69,7 @@ class ThreadPoolEngine:
 
     def run(self, probes: Iterator[Probe], options: EngineOptions) -> AsyncIterator[Result]:
         workers = max(1, min(options.workers, options.max_in_flight))
+        timing = BlockingTiming(options.timing)
 
         def produce(bridge: ThreadBridge) -> None:
             with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -71,14 +80,20 @@ class ThreadPoolEngine:
                     if len(running) >= 2 * workers:  # keep the queue short, the stream lazy
                         finished, running = wait(running, return_when=FIRST_COMPLETED)
                         _emit_all(finished, bridge)
-                    running.add(pool.submit(blocking_probe, probe, options, bridge.stop))
+                    running.add(pool.submit(blocking_probe, probe, timing, bridge.stop))
                 _emit_all(running, bridge)
 
-        return run_blocking(produce)
+        return run_blocking(produce, self.name)
 
 
 def _emit_all(futures: set[Future[Result | None]], bridge: ThreadBridge) -> None:
+    """Hand the finished probes' results over; on a probe's error, stop the others first
+    (the pool waits for them on its way out) and raise it."""
     for future in futures:
-        result = future.result()
+        try:
+            result = future.result()
+        except BaseException:
+            bridge.stop.set()
+            raise
         if result is not None:
             bridge.emit(result)
