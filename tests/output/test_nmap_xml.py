@@ -422,5 +422,14 @@ def test_ndiff_compares_two_scans(tmp_path: Path) -> None:
 
 
 def test_it_is_a_writer() -> None:
-    writer: Writer = NmapXmlWriter(io.StringIO())  # mypy checks the protocol
-    assert writer is not None
+    """Driven through the ``Writer`` protocol alone, as the CLI drives it: the open port is
+    in the document written to the stream it was given, which the writer leaves open."""
+    stream = io.StringIO()
+    writer: Writer = NmapXmlWriter(stream)  # mypy checks the protocol
+    drive(writer, meta_for([443]), results_for(BENCH, [443], {443: State.OPEN}), finished=FINISHED)
+    assert not stream.closed
+    port = ET.fromstring(stream.getvalue()).find("host/ports/port")
+    state = None if port is None else port.find("state")
+    assert port is not None
+    assert state is not None
+    assert (port.attrib["portid"], state.attrib["state"]) == ("443", "open")
