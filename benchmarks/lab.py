@@ -1,4 +1,4 @@
-"""Issue 3's lab scenarios, scanned by nmap, portscout and masscan side by side in one run.
+"""The lab scenarios, scanned by nmap, portscout and masscan side by side in one run.
 
 Run as root: ``sudo .venv/bin/python benchmarks/lab.py [--quick] [--scenario a|b ...]
 [--json FILE]``. Before anything else the script enters a fresh private network namespace
@@ -336,7 +336,8 @@ def ratio(row: Row, reference: float | None) -> str:
 
 
 def goals(rows: Sequence[Row], expected: Found) -> list[str]:
-    """Issue 3 (async vs nmap -sT) and issue 4 (syn vs nmap -sS), judged on this run."""
+    """The goals (async vs nmap -sT, syn vs nmap -sS: every open port, closed and
+    filtered told apart, at most GOAL_RATIO of nmap's time), judged on this run."""
     by_tool = {r.tool: r for r in rows}
     verdicts = []
     for mine, theirs in (("portscout async", "nmap -sT -T4"), ("portscout syn", "nmap -sS -T4")):

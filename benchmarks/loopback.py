@@ -279,7 +279,8 @@ def study_table(tools: Sequence[Tool], expected: frozenset[int]) -> list[str]:
 
 
 def goals(tools: Sequence[Tool], expected: frozenset[int]) -> dict[str, object]:
-    """The issue's goals for the full loopback scan, judged on this run."""
+    """The goals for the full loopback scan (the default engine within GOAL_RATIO of the
+    connect floor, exact, under GOAL_RSS_MB), judged on this run."""
     floor = best(next(t for t in tools if t.is_floor and t.kind == "connect").runs).wall
     default = next((t for t in tools if t.name.endswith("(default connect)")), None)
     if default is None:  # --only without the default engine's row

@@ -55,13 +55,13 @@ TEMPLATE_NAMES = ("paranoid", "sneaky", "polite", "normal", "aggressive", "insan
 INITIAL_CWND = 10  # probes in flight to a host at first (and to the group)
 _INITIAL_SSTHRESH = 75
 # Also beyond nmap: a silent port gets enough tries that, at the loss its host has shown,
-# an answering port stays silent through all of them with at most this probability. 1e-5
-# (session 1) let a 1%-lossy host's closed port through 3 silent tries about once in
-# 130,000 ports: a full scan of such a host would differ from run to run, and the lab tests
+# an answering port stays silent through all of them with at most this probability. At
+# 1e-5 a 1%-lossy host's closed port got through 3 silent tries about once in 130,000
+# ports: a full scan of such a host would differ from run to run, and the lab tests
 # (12,000 answering ports a run) failed about one run in ten. At 1e-7 such a host's silent
-# ports get 5 tries instead of 3. A host that has lost nothing is held to 1e-5 (session 1's
-# target): its estimated loss is only the prior of Laplace's rule, 1/(answers + 2), and
-# 1e-7 would give every filtered port of every quiet host a third try that nmap does not.
+# ports get 5 tries instead of 3. A host that has lost nothing is held to 1e-5: its
+# estimated loss is only the prior of Laplace's rule, 1/(answers + 2), and 1e-7 would give
+# every filtered port of every quiet host a third try that nmap does not.
 _SILENT_THROUGH_ALL = 1e-7
 _SILENT_THROUGH_ALL_NO_LOSS = 1e-5
 _SLOW_INCR = 1.0

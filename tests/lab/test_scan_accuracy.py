@@ -1,4 +1,4 @@
-"""Scan accuracy against the lab's ground truth: issue 3's acceptance tests, every engine.
+"""Scan accuracy against the lab's ground truth, every engine: what "exact" means under loss.
 
 Lab hosts at 0.5 ms, 80 ms and 200 ms round trips, each at 1% and at 5% loss (per packet and
 direction), with open, closed, dropped and rejected ports drawn from a seed, and a down host;
@@ -13,9 +13,9 @@ What the truth is under loss and rate limits:
   filtered that should answer is a scanner fault, not bad luck. So every open port must be
   found, and every closed port called closed, exactly.
 * An RST rate limit is not a state either. A closed port whose RST the host drops looks
-  filtered only to a scanner that keeps sending faster than the host answers; issue 3 asks
-  the scanner to notice the drops (answers to retransmissions) and slow down, as nmap does,
-  so rate-limited closed ports must come out closed.
+  filtered only to a scanner that keeps sending faster than the host answers; a scanner
+  can notice the drops (answers to retransmissions) and slow down, as nmap does, so
+  rate-limited closed ports must come out closed.
 * A down host's ports are filtered; a scan that first discovers hosts may instead leave
   the host out, which is as right. An up host left out fails (its ports have no result).
 * A connect scan sees ICMP through ``connect()``'s errno (Linux ``icmp_err_convert``):

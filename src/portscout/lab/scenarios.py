@@ -1,4 +1,4 @@
-"""The benchmark scenarios of issue 3 as lab arguments: seeded, so every run scans the same lab.
+"""The lab benchmark's scenarios as ``Lab`` arguments: seeded, so every run scans the same lab.
 
 Each function returns the keyword arguments of ``Lab``: ``Lab(**one_filtered_host())``.
 Imports only the standard library and ``portscout.lab.hosts``.
