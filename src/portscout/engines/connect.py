@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import itertools
 import os
 import socket
 import struct
@@ -124,23 +125,40 @@ class BlockingTiming:
     ``--timeout`` sets it. A silent port gets as many retransmissions as in every engine
     (nmap's allowance from the host's ``HostTiming``, raised by the loss it has shown, at
     most --max-retries): a quiet host's filtered ports get one.
+
+    Answers to first tries are only counted until the host's timing is asked or told
+    something else (a timeout, an answer to a retry), and then given to it in one go, in
+    their order: a scan that never times out (loopback) pays nothing for timing. They are
+    counted without the lock (``_HostRecord.count``), which the threadpool's workers would
+    otherwise contend for on every probe (a fifth of its loopback scan's time).
     """
 
     def __init__(self, policy: TimingPolicy) -> None:
         self.policy = policy
         self.timeout = policy.initial_rtt_timeout
-        self._hosts: dict[IPAddress, HostTiming] = {}
-        self._lock = threading.Lock()
+        # Keyed by the address as text: a str hashes once, in C; an IPv4Address hashes in
+        # Python on every lookup, which cost more than the rest of the bookkeeping.
+        self._hosts: dict[str, _HostRecord] = {}
+        self._lock = threading.Lock()  # over every HostTiming
 
-    def _host(self, host: IPAddress, now: float) -> HostTiming:
-        timing = self._hosts.get(host)
+    def _record(self, host: str) -> _HostRecord:
+        # get and setdefault are single C calls: safe from any thread without the lock.
+        return self._hosts.get(host) or self._hosts.setdefault(host, _HostRecord())
+
+    def _timing(self, host: str, now: float) -> HostTiming:
+        """The host's timing, told of every answer so far (the lock held)."""
+        record = self._record(host)
+        timing = record.timing
         if timing is None:
-            timing = self._hosts[host] = HostTiming(self.policy, started=now)
+            timing = record.timing = HostTiming(self.policy, started=now)
+        # These engines use no round trip (see above): only an answer's try number counts.
+        for _ in range(record.take()):
+            timing.on_answer(sent=now, now=now, in_flight=0, tryno=0)
         return timing
 
-    def retries_allowed(self, host: IPAddress, now: float) -> int:
+    def retries_allowed(self, host: str, now: float) -> int:
         with self._lock:
-            timing = self._host(host, now)
+            timing = self._timing(host, now)
             # The allowance of every engine (schedule.Scheduler.allowed): nmap's, raised
             # by the loss the host has shown.
             return loss_retries(
@@ -150,20 +168,47 @@ class BlockingTiming:
                 max_retries=self.policy.max_retries,
             )
 
-    def on_answer(self, host: IPAddress, *, sent: float, now: float, tryno: int) -> None:
+    def on_answer(self, host: str, *, sent: float, now: float, tryno: int) -> None:
+        if tryno == 0:
+            next(self._record(host).count)
+            return
         with self._lock:
-            self._host(host, now).on_answer(sent=sent, now=now, in_flight=0, tryno=tryno)
+            self._timing(host, now).on_answer(sent=sent, now=now, in_flight=0, tryno=tryno)
 
-    def on_timeout(self, host: IPAddress, *, sent: float, now: float) -> None:
+    def on_timeout(self, host: str, *, sent: float, now: float) -> None:
         with self._lock:
-            self._host(host, now).on_timeout(sent=sent, now=now, in_flight=0)
+            self._timing(host, now).on_timeout(sent=sent, now=now, in_flight=0)
 
 
-def _open(probe: Probe) -> socket.socket | Result | None:
+class _HostRecord:
+    """A host's timing, made at its first timeout or answer to a retry, and a count of
+    the answers to first tries not yet given to it.
+
+    ``count`` is an ``itertools.count`` stepped once per answer: ``next`` is one C call,
+    so threads step it without a lock and no step is lost. ``take`` (under the lock)
+    steps it too, to read it; those steps are subtracted.
+    """
+
+    __slots__ = ("count", "taken", "timing")
+
+    def __init__(self) -> None:
+        self.count = itertools.count()
+        self.taken = 0  # steps accounted for: answers given to ``timing``, and reads
+        self.timing: HostTiming | None = None
+
+    def take(self) -> int:
+        """Answers counted since the last call."""
+        steps = next(self.count)  # the steps before this one
+        fresh = steps - self.taken
+        self.taken = steps + 1
+        return fresh
+
+
+def _open(probe: Probe, fam: socket.AddressFamily) -> socket.socket | Result | None:
     """A blocking socket for ``probe``; its decided Result when the host's address family
     is unusable here; None when out of descriptors (wait and try again)."""
     try:
-        return socket.socket(family(probe.host), socket.SOCK_STREAM)
+        return socket.socket(fam, socket.SOCK_STREAM)
     except OSError as exc:
         if exc.errno in BACKPRESSURE:
             return None
@@ -180,10 +225,10 @@ def blocking_probe(probe: Probe, timing: BlockingTiming, stop: threading.Event) 
     never a wrong state. Raises ScanError (or OSError, for ``os_errors`` to translate)
     for a local problem that waiting does not cure.
     """
-    addr = sockaddr(probe.host, probe.port)
+    addr, fam = sockaddr(probe.host, probe.port), family(probe.host)
     tries = 0
     while not stop.is_set():
-        sock = _open(probe)
+        sock = _open(probe, fam)
         if sock is None:
             time.sleep(BACKOFF_SECONDS)
             continue
@@ -192,31 +237,40 @@ def blocking_probe(probe: Probe, timing: BlockingTiming, stop: threading.Event) 
         with sock:
             sock.settimeout(timing.timeout)
             started = time.monotonic()
-            code = _connect(sock, addr)
+            try:
+                code = sock.connect_ex(addr)
+            except TimeoutError:
+                code = errno.ETIMEDOUT
             now = time.monotonic()
-            verdict = connect_verdict(code, probe.host) if code else None
-            if code and verdict is None:
-                if code in BACKPRESSURE or code in (errno.EADDRNOTAVAIL, errno.EINPROGRESS):
-                    time.sleep(BACKOFF_SECONDS)
-                    continue
-                raise ScanError(f"connect to {probe.host} port {probe.port}: {os.strerror(code)}")
+            outcome = _classify(code, probe)
+            if outcome is None:
+                time.sleep(BACKOFF_SECONDS)
+                continue
+            code, verdict = outcome
             tries += 1
             if code == errno.ETIMEDOUT:
-                timing.on_timeout(probe.host, sent=started, now=now)
-                if tries <= timing.retries_allowed(probe.host, now):
+                timing.on_timeout(addr[0], sent=started, now=now)
+                if tries <= timing.retries_allowed(addr[0], now):
                     continue
             else:
-                timing.on_answer(probe.host, sent=started, now=now, tryno=tries - 1)
+                timing.on_answer(addr[0], sent=started, now=now, tryno=tries - 1)
             if verdict is None:
                 return connected_result(sock, probe, now - started, tries)
             return verdict_result(verdict, probe, now - started, tries)
     return None
 
 
-def _connect(sock: socket.socket, addr: tuple[str, int]) -> int:
-    """connect_ex, its own timeout reported as ETIMEDOUT."""
-    try:
-        code = sock.connect_ex(addr)
-    except TimeoutError:
-        return errno.ETIMEDOUT
-    return errno.ETIMEDOUT if code == errno.EAGAIN else code
+def _classify(code: int, probe: Probe) -> tuple[int, tuple[State, Reason] | None] | None:
+    """``(errno, verdict)`` of a blocking connect() that ended with ``code`` (verdict None:
+    connected); None for a local shortage to wait out. Raises ScanError for another local
+    problem."""
+    if code == 0:
+        return 0, None
+    if code == errno.EAGAIN:  # how connect_ex reports its own timeout (or TimeoutError)
+        code = errno.ETIMEDOUT
+    verdict = CONNECT_ERRORS.get(code) or connect_verdict(code, probe.host)
+    if verdict is not None:
+        return code, verdict
+    if code in BACKPRESSURE or code in (errno.EADDRNOTAVAIL, errno.EINPROGRESS):
+        return None
+    raise ScanError(f"connect to {probe.host} port {probe.port}: {os.strerror(code)}")
