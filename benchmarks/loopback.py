@@ -54,7 +54,7 @@ STUDY_FIGURES = {
 }
 SLOW_ENGINES = frozenset({"sequential", "thread-per-port"})  # one run each on 1-65535
 GOAL_RATIO, GOAL_RSS_MB = 1.3, 60.0
-GOAL_OUTPUT_RATIO = 1.15  # issue 12: -oJ FILE --no-fold at most 15% over -q
+GOAL_OUTPUT_RATIO = 1.15  # writing every port: -oJ FILE --no-fold at most 15% over -q
 
 OPEN_JSON = re.compile(r'"port":(\d+),[^\n]*"state":"open"')
 OPEN_GREPABLE = re.compile(r"(\d+)/open/")
@@ -174,7 +174,7 @@ def from_summary(m: Measurement) -> frozenset[int]:
 
 
 def output_tools(workdir: Path, reps: int) -> list[Tool]:
-    """What writing every port costs (issue 12): the default engine with -q, and with
+    """What writing every port costs: the default engine with -q, and with
     -q -oJ FILE --no-fold (a JSON line for each of the 65,535 ports); no history database."""
     out = workdir / "outputs-no-fold.jsonl"
     base: tuple[str, ...] = (sys.executable, "-m", "portscout", TARGET, "-p", "1-65535")
