@@ -269,3 +269,16 @@ def test_unsent_flights_go_back_first_and_keep_their_try_count() -> None:
     assert (again.tries, again.sent) == (1, 0.1)
     # Its expiry is the resend's: nothing times out at 1.0 s but the first try.
     assert scheduler.expire(1.05) == [first]
+
+
+def test_a_far_host_among_near_ones_is_not_timed_out_by_their_estimate() -> None:
+    # 20 hosts at 10 ms make the group's timeout 100 ms (the floor); a host at 250 ms has
+    # no sample of its own. Without backing off, both its tries timed out before the first
+    # answer came (at 250 ms) and its closed ports came out filtered: host discovery lost
+    # such hosts in the lab. Each retry now waits twice as long: the answer is heard.
+    near = hosts(20, rtt=0.01)
+    far = {ip_address("198.18.1.1"): SimHost(rtt=0.25)}
+    lab = Lab(near | far, (80, 443))
+    lab.run()
+    assert lab.states() == lab.expected()
+    assert {r.state for (h, _), r in lab.results.items() if h in far} == {State.CLOSED}

@@ -480,6 +480,18 @@ class Scheduler:
             return timing.probe_timeout
         return max(self.timing.rtt.timeout, self.policy.scan_delay)
 
+    def flight_timeout(self, flight: Flight) -> float:
+        """How long ``flight``'s latest try is waited for. A host that never answered is
+        timed by the group's estimate, which other, nearer hosts may have made far too
+        short for it (a 200 ms host among 10 ms ones waits 100 ms): each retry of its
+        ports waits twice as long as the try before (RFC 6298 5.5), up to
+        --max-rtt-timeout, so its answers are not all lost to a timeout it never had."""
+        host = flight.host
+        if host.timing.rtt.samples or flight.tries < 2 or not self.timing.rtt.samples:
+            return self.timeout(host)
+        backed_off = self.timeout(host) * (1 << min(flight.tries - 1, 16))
+        return max(self.timeout(host), min(backed_off, self.policy.max_rtt_timeout))
+
     def expire(self, now: float) -> list[Flight]:
         """Retry, bench or give up on flights whose timeout passed, oldest first; return
         those that timed out (still answerable: an engine that must keep something to hear
@@ -495,7 +507,7 @@ class Scheduler:
             if flight.stage is not _IN_FLIGHT or flight.tries != tries or flight.sent != sent:
                 expiry.popleft()
                 continue
-            if sent + self.timeout(flight.host) > now:  # as next_due computes it
+            if sent + self.flight_timeout(flight) > now:  # as next_due computes it
                 break
             expiry.popleft()
             self._timed_out(flight, now)
@@ -605,7 +617,7 @@ class Scheduler:
         while expiry:
             sent, flight, tries = expiry[0]
             if flight.stage is _IN_FLIGHT and flight.tries == tries and flight.sent == sent:
-                waits.append(max(0.0, sent + self.timeout(flight.host) - now))
+                waits.append(max(0.0, sent + self.flight_timeout(flight) - now))
                 break
             expiry.popleft()
         return max(0.0, min(waits))

@@ -204,16 +204,20 @@ async def _icmp_echo(
                         sent[host] = time.monotonic()
                     if policy.max_rate:
                         await asyncio.sleep(1 / policy.max_rate)
-                await _wait_for_answers(found, everyone, silent)
+                await _wait_for_answers(found, everyone, silent, backoff=1 << round_)
         finally:
             loop.remove_reader(sock.fileno())
 
 
-async def _wait_for_answers(found: _Found, everyone: asyncio.Event, silent: set[IPAddress]) -> None:
-    """Until the timeout the answers so far suggest (the initial one before any): the
-    silent hosts of a /24 need not keep the others waiting 1 s."""
+async def _wait_for_answers(
+    found: _Found, everyone: asyncio.Event, silent: set[IPAddress], *, backoff: int
+) -> None:
+    """Until the timeout the answers so far suggest (the initial one before any), times
+    ``backoff``: the silent hosts of a /24 need not keep the others waiting 1 s, and a
+    host farther than those that answered gets a longer wait each round (the estimate is
+    theirs, not its own: RFC 6298 5.5)."""
     started = time.monotonic()
-    while silent and (left := started + found.rtt.timeout - time.monotonic()) > 0:
+    while silent and (left := started + backoff * found.rtt.timeout - time.monotonic()) > 0:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(min(left, ICMP_RECHECK)):
                 await everyone.wait()
