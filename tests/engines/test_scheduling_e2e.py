@@ -12,13 +12,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from ipaddress import ip_address, ip_network
+from ipaddress import IPv4Address, ip_address, ip_network
 
 import pytest
 
 from portscout import Reason, State, iscan
 from portscout.engines.base import CONNECT_ERRORS, EngineOptions
 from portscout.engines.discovery import discover
+from portscout.lab import Host, Lab, Link, ListenerMode
 from portscout.timing import TimingPolicy
 from tests.engines.conftest import nft_rules, serve
 
@@ -101,3 +102,24 @@ def test_a_target_without_source_address_does_not_stop_the_syn_scan() -> None:
     assert {by_host[("127.0.0.1", p)] for p in (1, 2, 3)} == {State.CLOSED}
     assert {by_host[("fe80::1", p)] for p in (1, 2, 3)} == {State.FILTERED}
     assert ip_address("fe80::1") in {r.host for r in results}
+
+
+@pytest.mark.parametrize("engine", ["async", "syn"])
+def test_each_probe_reports_its_own_round_trip(engine: str) -> None:
+    # 30 ms each way through the lab's delay line: each answered port's rtt is that round
+    # trip, not a batch's (the event loop's wait once made loopback ports read 2-38 ms).
+    host = Host(address=IPv4Address("198.18.8.10"), open={22: ListenerMode.ACCEPT})
+    with Lab([host], link=Link(rtt=0.060)):
+        results = list(iscan("198.18.8.10", "20-40", engine=engine, discovery=False))
+    rtts = [r.rtt for r in results if r.state is not State.FILTERED]
+    assert len(rtts) == 21
+    assert all(rtt is not None and 0.055 < rtt < 0.2 for rtt in rtts), rtts
+
+
+def test_syn_answers_are_timed_one_by_one() -> None:
+    # Read 64 at a time, answers once shared their batch's read time: 2,000 closed ports
+    # showed a few dozen distinct round trips. The kernel stamps each one.
+    results = list(iscan("127.0.0.1", "1-2000", engine="syn", discovery=False, processes=1))
+    rtts = [r.rtt for r in results if r.rtt is not None]
+    assert len(rtts) == 2000
+    assert len(set(rtts)) > 1800

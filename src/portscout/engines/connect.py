@@ -19,6 +19,7 @@ import itertools
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 
@@ -37,6 +38,11 @@ from portscout.results import IPAddress, Reason, Result, State
 from portscout.timing import TimingPolicy, loss_retries
 
 LINGER_RST = struct.pack("ii", 1, 0)
+# struct tcp_info (linux/tcp.h): 8 one-byte fields, then 32-bit fields; tcpi_rtt is the
+# 16th of those (after rto, ato, snd_mss, rcv_mss, unacked, sacked, lost, retrans,
+# fackets, four timestamps, pmtu, rcv_ssthresh).
+_TCPI_RTT = 8 + 15 * 4
+_TCP_INFO_SIZE = 104
 BACKOFF_SECONDS = 0.005
 
 
@@ -62,8 +68,21 @@ def connected_result(sock: _socket.socket, probe: Probe, rtt: float, tries: int)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RST)
     return Result(
         host=probe.host, port=probe.port, state=State.OPEN, reason=Reason.SYN_ACK,
-        rtt=rtt, tries=tries,
+        rtt=handshake_rtt(sock, rtt), tries=tries,
     )  # fmt: skip
+
+
+def handshake_rtt(sock: _socket.socket, measured: float) -> float:
+    """The round trip of a connected socket's handshake as the kernel timed it (TCP_INFO's
+    ``tcpi_rtt``, microseconds: SYN out, SYN-ACK in), or ``measured`` where the kernel has
+    none. Measured in Python, a probe's round trip also holds the wait of the event loop
+    (milliseconds while it is busy): the kernel's is the probe's own."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return measured
+    micros = int.from_bytes(info[_TCPI_RTT : _TCPI_RTT + 4], sys.byteorder)
+    return micros / 1e6 if micros else measured
 
 
 def unroutable(host: IPAddress) -> tuple[State, Reason] | None:

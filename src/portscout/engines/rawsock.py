@@ -225,6 +225,9 @@ class _MMsgHdr(ctypes.Structure):
 
 
 _MSG_STRIDE = ctypes.sizeof(_MMsgHdr)
+SO_TIMESTAMPNS = 35  # asm-generic/socket.h: SCM_TIMESTAMPNS, a struct timespec
+# One control message holding a struct timespec: cmsghdr (16 bytes on 64-bit Linux) + 16.
+_STAMP_SPACE = socket.CMSG_SPACE(16)
 _MSG_LEN_OFFSET = _MMsgHdr.msg_len.offset
 if _MSG_STRIDE % 4 or _MSG_LEN_OFFSET % 4:
     raise ImportError("struct mmsghdr is not laid out in 32-bit words here")
@@ -309,27 +312,53 @@ class ReceiveBatch:
     ``i * slot`` and ``length(i)`` bytes long (truncated to ``slot``, as ``recv`` would).
     No source address or control data: for IPv4 raw sockets, whose packets carry both."""
 
-    __slots__ = ("_lengths", "_libc", "_msgs", "_vec", "buffer", "fd", "size", "slot")
+    __slots__ = (
+        "_control",
+        "_lengths",
+        "_libc",
+        "_msgs",
+        "_stamps",
+        "_vec",
+        "buffer",
+        "fd",
+        "size",
+        "slot",
+    )
 
-    def __init__(self, sock: socket.socket, size: int = 64, slot: int = 256) -> None:
+    def __init__(
+        self, sock: socket.socket, size: int = 64, slot: int = 256, *, stamped: bool = False
+    ) -> None:
         self._libc = _libc()
         self.fd, self.size, self.slot = sock.fileno(), size, slot
         self.buffer = ctypes.create_string_buffer(size * slot)
         self._vec = (_IoVec * size)()
         self._msgs = (_MMsgHdr * size)()
         self._lengths = memoryview(self._msgs).cast("B").cast("I")  # msg_len at a stride
+        # With ``stamped``: each datagram's receive time from the kernel (SO_TIMESTAMPNS),
+        # one control message of _STAMP_SPACE bytes per datagram.
+        self._control = ctypes.create_string_buffer(size * _STAMP_SPACE if stamped else 1)
+        self._stamps = memoryview(self._control).cast("B").cast("q") if stamped else None
+        if stamped:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         base = ctypes.addressof(self.buffer)
         for i in range(size):
             self._vec[i].iov_base = base + i * slot
             self._vec[i].iov_len = slot
             self._msgs[i].msg_hdr.msg_iov = ctypes.pointer(self._vec[i])
             self._msgs[i].msg_hdr.msg_iovlen = 1
+            if stamped:
+                self._msgs[i].msg_hdr.msg_control = ctypes.addressof(self._control) + (
+                    i * _STAMP_SPACE
+                )
 
     def receive(self) -> int:
         """Read what is queued, up to ``size`` datagrams; 0 when nothing is.
 
         Raises ``OSError`` on an error other than ``EAGAIN``/``EINTR``.
         """
+        if self._stamps is not None:
+            for i in range(self.size):  # the kernel shrinks each to what it wrote
+                self._msgs[i].msg_hdr.msg_controllen = _STAMP_SPACE
         count: int = self._libc.recvmmsg(
             self.fd, ctypes.addressof(self._msgs), self.size, MSG_DONTWAIT, None
         )
@@ -339,6 +368,22 @@ class ReceiveBatch:
                 return 0
             raise OSError(code, os.strerror(code))
         return count
+
+    def stamps(self, count: int, offset: float, fallback: float) -> list[float] | None:
+        """The kernel's receive times of the first ``count`` datagrams, on the clock that
+        is ``offset`` seconds behind the realtime clock (``time.time() - time.monotonic()``
+        turns them monotonic); ``fallback`` for a datagram without one; None without
+        ``stamped``."""
+        view = self._stamps
+        if view is None or not count:
+            return None
+        words = _STAMP_SPACE // 8
+        seconds = view[2::words][:count].tolist()  # after cmsg_len, cmsg_level/type
+        nanos = view[3::words][:count].tolist()
+        return [
+            sec + nano * 1e-9 - offset if sec else fallback
+            for sec, nano in zip(seconds, nanos, strict=True)
+        ]
 
     def lengths(self, count: int) -> list[int]:
         """The byte counts of the first ``count`` datagrams (``receive``'s return value)."""

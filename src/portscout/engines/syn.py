@@ -426,7 +426,7 @@ class _SynScan:
             self.sockets[version] = sockets
             self.senders[version] = rawsock.SendBatch(sockets.send, SEND_BATCH)
             if version == 4:
-                batch = rawsock.ReceiveBatch(sockets.tcp, RECEIVE_BATCH)
+                batch = rawsock.ReceiveBatch(sockets.tcp, RECEIVE_BATCH, stamped=True)
                 self.loop.add_reader(sockets.tcp.fileno(), self._read_tcp4, batch)
                 self.loop.add_reader(sockets.icmp.fileno(), self._read_icmp4, sockets.icmp)
             else:
@@ -453,8 +453,13 @@ class _SynScan:
         flights, quietly = self.flights, self.scheduler.answered_quietly
         get, count_only, closed = flights.get, not self.keep_closed, 0
         collected = self.closed_ports
+        # Each answer is timed by the kernel's receive stamp: read later, in a batch, it
+        # would carry the wait of the event loop (milliseconds) in its round trip.
+        realtime = time.time() - now  # the kernel stamps on the realtime clock
         for _ in range(MAX_READS):
-            lengths = batch.lengths(batch.receive())
+            count = batch.receive()
+            lengths = batch.lengths(count)
+            stamps = batch.stamps(count, realtime, now) or [now] * count
             for i, length in enumerate(lengths):
                 if length < 40:
                     continue  # no room for two 20-byte headers: matches nothing
@@ -491,6 +496,7 @@ class _SynScan:
                     if collected is not None:
                         self._collect_closed(flight.probe)
                     continue
+                self._now = stamps[i]
                 self._decide(key, flight, sport - low, state, reason, ttl)
             if len(lengths) < size:
                 break
