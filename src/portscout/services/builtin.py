@@ -210,9 +210,11 @@ def _tls_matches() -> list[Match]:
 
 
 def _probe(name: str, payload: bytes, matches: list[Match], *, rarity: int,
-           ports: str = "", sslports: str = "", wait: int = 5000) -> ServiceProbe:  # fmt: skip
+           ports: str = "", sslports: str = "", wait: int = 5000,
+           fallback: tuple[str, ...] = ()) -> ServiceProbe:  # fmt: skip
     return ServiceProbe(
         protocol="TCP",
+        fallback=fallback,
         name=name,
         payload=payload,
         rarity=rarity,
@@ -235,6 +237,7 @@ def builtin_database() -> ProbeDatabase:
             _tls_matches(),
             rarity=1,
             ports="443,465,563,636,853,989-995,4443,5061,6697,8443,8883,9443",
+            fallback=("GetRequest",),  # an HTTP server answers a ClientHello with a 400
         ),
         _probe(
             "GetRequest",
