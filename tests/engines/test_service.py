@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from portscout.engines.service import DetectOptions, Exchange, ServiceDetector
-from portscout.results import Service
+from portscout.engines.service import DetectOptions, Exchange, ServiceDetector, ServiceStage
+from portscout.results import Reason, Report, Result, Service, State
 from portscout.services.builtin import builtin_database
 from portscout.services.probes import ProbeDatabase
 from portscout.services.session import PortSession
@@ -229,3 +229,29 @@ def test_tls_with_a_banner_inside(server_context: ssl.SSLContext) -> None:
     found, _ = detect(banner, DetectOptions(max_wait=1.0), context=server_context)
     assert found is not None
     assert found.full_name == "ssl/ssh"
+
+
+def test_stage_names_unmatched_ports_from_the_table() -> None:
+    """A port where nothing matched keeps its usual name, marked as a guess (conf 3)."""
+
+    async def run() -> tuple[list[Result], Report]:
+        async with serve(silent) as port, serve(banner) as ssh:
+            opened = [Result(host=LOCAL, port=p, state=State.OPEN, reason=Reason.SYN_ACK)
+                      for p in (port, ssh)]  # fmt: skip
+            report = Report(engine="test", key=1, started=0.0)
+            for result in opened:
+                report.add(result)
+            stage = ServiceStage(builtin_database(), DetectOptions(max_wait=0.2, intensity=0))
+            held = {(r.host, r.port): r for r in opened}
+            out = [r async for batch in stage.run(held, report) for r in batch]
+            return out, report
+
+    out, report = asyncio.run(run())
+    by_port = {r.port: r.service for r in out}
+    assert len(by_port) == 2
+    services = sorted(by_port.items())
+    silent_service = next(s for _, s in services if s is not None and s.method == "table")
+    assert silent_service.confidence == 3
+    assert {s.name for _, s in services if s is not None} >= {"ssh"}
+    assert all(r.service is not None for r in report.results)  # the report has them too
+    assert set(report.services) == {(LOCAL, p) for p in by_port}

@@ -26,13 +26,22 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from portscout.results import IPAddress, Service
+from portscout.ports import service_names
+from portscout.results import IPAddress, Report, Result, Service, State
+from portscout.services.builtin import SOURCE as BUILTIN
+from portscout.services.builtin import builtin_database
 from portscout.services.match import MAX_MATCH_BYTES
-from portscout.services.probes import ProbeDatabase, ServiceProbe
+from portscout.services.probes import (
+    ProbeDatabase,
+    ServiceProbe,
+    find_probe_file,
+    load_probe_file,
+)
 from portscout.services.session import INTENSITY_DEFAULT, PortSession, Signatures, Step
 from portscout.services.x509 import parse_certificate
 
@@ -293,3 +302,52 @@ def _with_tls(service: Service, tls: _Tls) -> Service:
         except ValueError as exc:
             log.debug("unreadable certificate: %s", exc)
     return dataclasses.replace(service, certificate=certificate, alpn=tls.alpn)
+
+
+class ServiceStage:
+    """-sV after the port scan: the database chosen once, the open ports detected, each
+    result handed out again with its ``Service`` (``Report.services`` filled)."""
+
+    def __init__(self, database: ProbeDatabase, options: DetectOptions) -> None:
+        self.detector = ServiceDetector(database, options)
+        self.database_source = database.source
+
+    @classmethod
+    def create(
+        cls, probes_path: str | None, *, intensity: int, environ: Mapping[str, str] = os.environ
+    ) -> ServiceStage:
+        """nmap's file (``probes_path``, ``$NMAPDIR``, system dirs), else the built-in set
+        (also when ``probes_path`` is ``built-in``). A given file that is missing or
+        malformed: ``ProbeFileError`` (a usage error)."""
+        path = None if probes_path == BUILTIN else find_probe_file(environ, probes_path)
+        database = load_probe_file(path) if path is not None else builtin_database()
+        log.info("service detection: signatures from %s", database.source)
+        if log.isEnabledFor(logging.DEBUG):  # compiles every pattern: only when asked
+            failed = database.failed_patterns()
+            log.debug("%d patterns do not compile with Python's re", len(failed))
+            for match, error in failed:
+                log.debug("line %d (%s): %s", match.line, match.service, error)
+        return cls(database, DetectOptions(intensity=intensity))
+
+    async def run(
+        self, held: dict[tuple[IPAddress, int], Result], report: Report
+    ) -> AsyncIterator[list[Result]]:
+        """Detect every held open port; yield each result with its service as it ends.
+        A port nothing matched gets its table name (``method="table"``, confidence 3)."""
+        names = service_names()
+        try:
+            async for host, port, found in self.detector.detect_many(list(held)):
+                service = found or Service(
+                    name=names.get(port, "unknown"), method="table", confidence=3,
+                    database=self.database_source,
+                )  # fmt: skip
+                report.services[(host, port)] = service
+                yield [held.pop((host, port))._replace(service=service)]
+        finally:
+            services = report.services
+            report.results = [
+                r._replace(service=services[(r.host, r.port)])
+                if r.state is State.OPEN and (r.host, r.port) in services
+                else r
+                for r in report.results
+            ]
