@@ -4,14 +4,14 @@ Owns the CSV writer. Imports ``results`` and ``output`` only.
 
 Columns: ``host,port,protocol,state,reason,rtt,tries,reason_ttl`` and, when service names
 are given, ``service``; with ``versions`` (-sV) ``service`` is the detected name
-(``ssl/http``) and ``product,version,extrainfo,cpe,method,conf`` follow. Every port
-scanned of every host up gets a row, closed ones included (a spreadsheet wants them all; JSON lines fold them), only open ones with
-``--open``. Hosts come from the ordering stage (``output.hosts``), so two runs of the same
-scan give the same rows. A ping scan (``-sn``) writes a row per host up, with an empty
-``port``, ``state`` "up", discovery's reason and the latency as ``rtt``. ``rtt`` is in
-seconds rounded to the microsecond; an unknown ``rtt``, ``tries`` (a port only counted in
-a worker process) or ``reason_ttl`` is an empty field. The ``csv`` module does the
-quoting (RFC 4180, ``\\r\\n`` line ends).
+(``ssl/http``) and ``product,version,extrainfo,cpe,method,conf`` follow. Every port scanned
+of every host up gets a row, closed ones included (a spreadsheet wants them all; JSON lines
+fold them), only open ones with ``--open``. Hosts come from the ordering stage
+(``output.hosts``), so two runs of the same scan give the same rows. A ping scan (``-sn``)
+writes a row per host up, with an empty ``port``, ``state`` "up", discovery's reason and the
+latency as ``rtt``. ``rtt`` is in seconds rounded to the microsecond; an unknown ``rtt``,
+``tries`` (a port only counted in a worker process) or ``reason_ttl`` is an empty field. The
+``csv`` module does the quoting (RFC 4180, ``\\r\\n`` line ends).
 """
 
 from __future__ import annotations
