@@ -16,6 +16,7 @@ from collections.abc import Generator
 import pytest
 
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
+from portscout.services.probes import ProbeDatabase, find_probe_file, load_probe_file
 
 _NETNS_PROBLEM: str | None = None
 
@@ -64,3 +65,14 @@ def pytest_runtest_makereport(
 def isolated() -> None:
     """Refuse to run a scanning test anywhere but a private namespace with no route out."""
     check_isolated()
+
+
+@pytest.fixture(scope="session")
+def nmap_db() -> ProbeDatabase:
+    """Debian's ``nmap-service-probes`` (``make test`` installs nmap), parsed once."""
+    path = find_probe_file(os.environ)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("nmap-service-probes not installed (make test installs nmap)")
+        pytest.skip("nmap-service-probes not installed")
+    return load_probe_file(path)

@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-hostgroup", type=int, metavar="N", default=DEFAULT_HOSTGROUP,
                    help=f"hosts discovered and scanned together ({DEFAULT_HOSTGROUP});"
                    " more than 2^32 addresses are refused")  # fmt: skip
+    add_service_options(p)
     add_timing_options(p)
     add_output_options(p)
     history = p.add_argument_group("history and progress")
@@ -105,6 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--stats-every", type=_duration("--stats-every"), metavar="TIME",
                    help="print a status line to stderr every TIME (e.g. 10s)")  # fmt: skip
     return p
+
+
+def add_service_options(p: argparse.ArgumentParser) -> None:
+    """-sV and nmap's options for it; signatures from nmap's file, else built-in ones."""
+    v = p.add_argument_group("service and version detection")
+    v.add_argument("-sV", dest="service_detection", action="store_true",
+                   help="name the service and version on each open port")  # fmt: skip
+    level = v.add_mutually_exclusive_group()
+    level.add_argument("--version-intensity", type=int, metavar="0-9",
+                       help="try probes up to this rarity (default 7)")  # fmt: skip
+    level.add_argument("--version-light", action="store_const", dest="version_intensity",
+                       const=2, help="intensity 2: the likely probes only")  # fmt: skip
+    level.add_argument("--version-all", action="store_const", dest="version_intensity",
+                       const=9, help="intensity 9: every probe")  # fmt: skip
+    v.add_argument("--service-probes", metavar="FILE",
+                   help="nmap-service-probes file, or 'built-in' for portscout's own"
+                        " (default: nmap's when installed, else built-in)")  # fmt: skip
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -206,6 +224,9 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         keep_closed=False,  # closed ports reach the outputs grouped (see run_scan)
         args=("portscout", *argv),
         hostgroup=args.max_hostgroup,
+        service_detection=args.service_detection,
+        version_intensity=7 if args.version_intensity is None else args.version_intensity,
+        service_probes=args.service_probes,
     )
 
 
@@ -225,6 +246,7 @@ def output_options(args: argparse.Namespace) -> OutputOptions:
         reason=args.reason,
         quiet=args.quiet,
         no_fold=args.no_fold,
+        versions=bool(getattr(args, "service_detection", False)),
     )
 
 

@@ -50,6 +50,83 @@ class Reason(StrEnum):
     ECHO_REPLY = "echo-reply"  # host discovery: ICMP echo reply
 
 
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """What a report shows of a TLS server's certificate (read from its DER by
+    ``services.x509``): names as RFC 4514-like text, dates as ``YYYY-MM-DDTHH:MM:SSZ``."""
+
+    subject: str
+    issuer: str
+    sans: tuple[str, ...] = ()
+    not_before: str | None = None
+    not_after: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    """What runs on an open port (``-sV``), as nmap's ``<service>`` element says it.
+
+    ``method`` is ``probed`` (a probe's answer matched; ``confidence`` 10) or ``table``
+    (only the port's usual name; 3). ``probe`` names the probe that matched, ``database``
+    the signatures used (a path to nmap's file, or ``built-in``). ``tunnel`` is ``ssl``
+    when the service spoke inside TLS; then ``certificate`` and ``alpn`` say what TLS
+    showed. ``soft``: only a softmatch named it (no version). Kept beside ``Result``
+    (``Report.services``), not in it: the port scan's hot path stays as it was.
+    """
+
+    name: str
+    product: str | None = None
+    version: str | None = None
+    info: str | None = None
+    hostname: str | None = None
+    ostype: str | None = None
+    devicetype: str | None = None
+    cpes: tuple[str, ...] = ()
+    method: str = "probed"
+    confidence: int = 10
+    probe: str | None = None
+    database: str | None = None
+    tunnel: str | None = None
+    soft: bool = False
+    certificate: Certificate | None = None
+    alpn: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        """nmap's shown name: ``ssl/http`` for HTTP inside TLS."""
+        return f"{self.tunnel}/{self.name}" if self.tunnel else self.name
+
+    def summary(self) -> str:
+        """Product, version and extra info on one line, as nmap's VERSION column."""
+        parts = [p for p in (self.product, self.version) if p]
+        if self.info:
+            parts.append(f"({self.info})")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready, ``None`` fields left out (the JSON-lines ``service`` object)."""
+        out: dict[str, object] = {"name": self.full_name}
+        for key in ("product", "version", "info", "hostname", "ostype", "devicetype",
+                    "probe", "database", "alpn"):  # fmt: skip
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.cpes:
+            out["cpe"] = list(self.cpes)
+        out["method"] = self.method
+        out["confidence"] = self.confidence
+        if self.certificate is not None:
+            cert = self.certificate
+            out["certificate"] = {
+                "subject": cert.subject,
+                "issuer": cert.issuer,
+                "sans": list(cert.sans),
+                "not_before": cert.not_before,
+                "not_after": cert.not_after,
+            }
+        return out
+
+
 class Result(NamedTuple):
     """The answer to one probe: one (host, port, protocol).
 
@@ -60,7 +137,9 @@ class Result(NamedTuple):
     ``rtt`` is the round trip of the probe that decided the state, in seconds, or ``None``
     when nothing came back. ``tries`` counts the probes sent for this port (1 without
     retransmissions). ``reason_ttl`` is the TTL/hop limit of the answer where the engine
-    sees packets (SYN engine), else ``None``.
+    sees packets (SYN engine), else ``None``. ``service`` is what ``-sV`` found on an
+    open port (else ``None``): a trailing default, so engines never pass it and building a
+    Result costs what it did (measured: 1.54 against 1.56 us, within noise).
     """
 
     host: IPAddress
@@ -71,11 +150,12 @@ class Result(NamedTuple):
     rtt: float | None = None
     tries: int = 1
     reason_ttl: int | None = None
+    service: Service | None = None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready mapping with stable keys (the JSON-lines schema); ``rtt`` in
-        seconds rounded to the microsecond."""
-        return {
+        seconds rounded to the microsecond; ``service`` only when -sV named one."""
+        out: dict[str, object] = {
             "host": str(self.host),
             "port": self.port,
             "protocol": self.protocol.value,
@@ -85,6 +165,9 @@ class Result(NamedTuple):
             "tries": self.tries,
             "reason_ttl": self.reason_ttl,
         }
+        if self.service is not None:
+            out["service"] = self.service.to_dict()
+        return out
 
 
 class ClosedPorts(NamedTuple):
@@ -125,6 +208,9 @@ class Report:
     hosts_up: dict[IPAddress, Reason] | None = None
     hosts_total: int = 0
     latency: dict[IPAddress, float] = field(default_factory=dict)
+    # -sV: what runs on the open ports, and which signatures said so (``Service``).
+    services: dict[tuple[IPAddress, int], Service] = field(default_factory=dict)
+    service_database: str | None = None
 
     def add(self, result: Result) -> None:
         self.counts[result.state] += 1

@@ -29,6 +29,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
+from typing import TYPE_CHECKING
 
 from portscout._version import __version__
 from portscout.engines import ENGINES, resolve_engine_name
@@ -38,9 +39,12 @@ from portscout.engines.rawsock import raw_sockets_allowed
 from portscout.errors import OptionError, TargetError
 from portscout.plan import HostGroup, HostList, Probe, ScanPlan, host_groups
 from portscout.ports import parse_ports, top_ports
-from portscout.results import ClosedPorts, IPAddress, Report, Result, ScanMeta
+from portscout.results import ClosedPorts, IPAddress, Report, Result, ScanMeta, State
 from portscout.targets import Resolver, parse_targets
 from portscout.timing import TimingPolicy, parse_template
+
+if TYPE_CHECKING:
+    from portscout.engines.service import ServiceStage
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,10 @@ class ScanConfig:
     # Probes answered in an earlier run of this same scan (same key): not sent again.
     done: frozenset[Probe] = frozenset()
     hostgroup: int = DEFAULT_HOSTGROUP  # hosts discovered and scanned together at most
+    # -sV: name the services on open ports after each host group's port scan.
+    service_detection: bool = False
+    version_intensity: int = 7  # 0-9; --version-light 2, --version-all 9
+    service_probes: str | None = None  # nmap-service-probes path or "built-in"; None: find
 
 
 def system_resolver(name: str) -> list[IPAddress]:
@@ -206,6 +214,10 @@ class Scan:
             started=time.time(),
             probes_planned=self.plan.size - len(config.done),
         )
+        self._held: dict[tuple[IPAddress, int], Result] = {}  # -sV: open, not yet named
+        self.detection = _service_detection(config)
+        if self.detection is not None:
+            self.report.service_database = self.detection.database_source
         self.meta = ScanMeta(
             args=config.args,
             scan_type=self.spec.scan_type,
@@ -381,19 +393,47 @@ class Scan:
                     )
                     options = self._options_for(plan)
                 if not self.config.ping_only:
-                    async for batch in self._plan_batches(plan, options):
+                    async for batch in self._group_batches(plan, options):
                         yield batch
                 if self.on_group_done is not None:
                     self.on_group_done(group)
         except (asyncio.CancelledError, KeyboardInterrupt):
             report.interrupted = True
+            self._unflushed.extend(self._held.values())  # -sV unfinished: kept, unnamed
+            self._held.clear()
             raise
         finally:
             report.finished = time.time()
 
+    async def _group_batches(
+        self, plan: ScanPlan, options: EngineOptions
+    ) -> AsyncGenerator[list[Result], None]:
+        """One group's port scan, then (-sV) its open ports' services: open results are
+        held until named, so that the group's outputs carry them when it is done."""
+        if self.detection is None:
+            async for batch in self._plan_batches(plan, options):
+                yield batch
+            return
+        held = self._held
+        async for batch in self._plan_batches(plan, options):
+            held.update(((r.host, r.port), r) for r in batch if r.state is State.OPEN)
+            yield [r for r in batch if r.state is not State.OPEN]
+        async for found in self.detection.run(held, self.report):
+            yield found
+
 
 PortsArg = int | str | Iterable[int] | None
 TimingArg = TimingPolicy | int | str | None
+
+
+def _service_detection(config: ScanConfig) -> ServiceStage | None:
+    if not config.service_detection:
+        return None
+    if not 0 <= config.version_intensity <= 9:
+        raise OptionError(f"version intensity must be 0-9, got {config.version_intensity}")
+    from portscout.engines.service import ServiceStage  # ssl and the matcher: only for -sV
+
+    return ServiceStage.create(config.service_probes, intensity=config.version_intensity)
 
 
 def _ports_arg(ports: PortsArg) -> str | tuple[int, ...] | None:

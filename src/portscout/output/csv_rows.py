@@ -3,14 +3,15 @@
 Owns the CSV writer. Imports ``results`` and ``output`` only.
 
 Columns: ``host,port,protocol,state,reason,rtt,tries,reason_ttl`` and, when service names
-are given, ``service``. Every port scanned of every host up gets a row, closed ones
-included (a spreadsheet wants them all; JSON lines fold them), only open ones with
-``--open``. Hosts come from the ordering stage (``output.hosts``), so two runs of the same
-scan give the same rows. A ping scan (``-sn``) writes a row per host up, with an empty
-``port``, ``state`` "up", discovery's reason and the latency as ``rtt``. ``rtt`` is in
-seconds rounded to the microsecond; an unknown ``rtt``, ``tries`` (a port only counted in
-a worker process) or ``reason_ttl`` is an empty field. The ``csv`` module does the
-quoting (RFC 4180, ``\\r\\n`` line ends).
+are given, ``service``; with ``versions`` (-sV) ``service`` is the detected name
+(``ssl/http``) and ``product,version,extrainfo,cpe,method,conf`` follow. Every port scanned
+of every host up gets a row, closed ones included (a spreadsheet wants them all; JSON lines
+fold them), only open ones with ``--open``. Hosts come from the ordering stage
+(``output.hosts``), so two runs of the same scan give the same rows. A ping scan (``-sn``)
+writes a row per host up, with an empty ``port``, ``state`` "up", discovery's reason and the
+latency as ``rtt``. ``rtt`` is in seconds rounded to the microsecond; an unknown ``rtt``,
+``tries`` (a port only counted in a worker process) or ``reason_ttl`` is an empty field. The
+``csv`` module does the quoting (RFC 4180, ``\\r\\n`` line ends).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from portscout.output.hosts import BarePort, HostResults
-from portscout.results import Report, ScanMeta, State
+from portscout.results import Report, ScanMeta, Service, State
 
 FIELDS = ("host", "port", "protocol", "state", "reason", "rtt", "tries", "reason_ttl")
+# With -sV (``versions=True``): what the service detection said, in nmap's words.
+VERSION_FIELDS = ("product", "version", "extrainfo", "cpe", "method", "conf")
 
 
 class CsvWriter:
@@ -40,11 +43,15 @@ class CsvWriter:
         *,
         service_names: Mapping[int, str] | None = None,
         only_open: bool = False,
+        versions: bool = False,
     ) -> None:
         self._out = stream
         self._services = service_names
         self._only_open = only_open
-        fields = (*FIELDS, "service") if service_names is not None else FIELDS
+        self._versions = versions
+        fields = (*FIELDS, "service") if service_names is not None or versions else FIELDS
+        if versions:
+            fields = (*fields, *VERSION_FIELDS)
         self._rows = csv.DictWriter(stream, fieldnames=fields)
         self._header_written = False
         self._port_scan = True
@@ -79,6 +86,8 @@ class CsvWriter:
                 values["reason_ttl"] = row.reason_ttl
             if self._services is not None:
                 values["service"] = self._services.get(row.port, "")
+            if self._versions and not isinstance(row, BarePort) and row.service is not None:
+                values.update(_version_values(row.service))
             self._rows.writerow(values)
         self._out.flush()
 
@@ -90,3 +99,15 @@ class CsvWriter:
         if not self._header_written:
             self._rows.writeheader()
             self._header_written = True
+
+
+def _version_values(service: Service) -> dict[str, object]:
+    return {
+        "service": service.full_name,
+        "product": service.product,
+        "version": service.version,
+        "extrainfo": service.info,
+        "cpe": " ".join(service.cpes),
+        "method": service.method,
+        "conf": service.confidence,
+    }

@@ -98,7 +98,11 @@ class GrepableWriter:
 
     def _port_field(self, result: Result) -> str:
         service = self._services.get(result.port, "") if self._services else ""
-        return f"{result.port}/{result.state}/{result.protocol}//{_clean(service)}///"
+        version = ""
+        if result.service is not None:  # -sV: nmap writes ssl|http and the version text
+            service, version = result.service.full_name, result.service.summary()
+        fields = f"{_clean(service)}//{_clean(version)}"
+        return f"{result.port}/{result.state}/{result.protocol}//{fields}/"
 
 
 def _clean(text: str) -> str:

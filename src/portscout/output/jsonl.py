@@ -116,7 +116,8 @@ def port_line(address: str, r: Result) -> str:
     ``json.dumps`` per line would cost a quarter of the scan)."""
     rtt = "null" if r.rtt is None else repr(round(r.rtt, 6))
     ttl = "null" if r.reason_ttl is None else str(r.reason_ttl)
+    service = "" if r.service is None else ',"service":' + json.dumps(r.service.to_dict())
     return (
         f'{{"host":"{address}","port":{r.port},"protocol":"{r.protocol}","state":"{r.state}",'
-        f'"reason":"{r.reason}","rtt":{rtt},"tries":{r.tries},"reason_ttl":{ttl}}}\n'
+        f'"reason":"{r.reason}","rtt":{rtt},"tries":{r.tries},"reason_ttl":{ttl}{service}}}\n'
     )

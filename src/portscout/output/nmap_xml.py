@@ -41,7 +41,7 @@ from os import PathLike
 from typing import TextIO
 
 from portscout.output.hosts import MIN_TIMEOUT, HostResults
-from portscout.results import IPAddress, Protocol, Report, ScanMeta, State
+from portscout.results import IPAddress, Protocol, Report, ScanMeta, Service, State
 
 NMAP_XSL = "file:///usr/share/nmap/nmap.xsl"
 XML_OUTPUT_VERSION = "1.05"
@@ -317,6 +317,10 @@ class NmapXmlWriter:
                     ],
                 )
             )
+            if result.service is not None:
+                parts.append(service_xml(result.service))
+                parts.append("</port>\n")
+                continue
             service = self._services.get(result.port) if self._services else None
             if service:
                 attrs = [("name", service), ("method", "table"), ("conf", 3)]
@@ -324,6 +328,31 @@ class NmapXmlWriter:
             parts.append("</port>\n")
         parts.append("</ports>\n")
         return parts
+
+
+def service_xml(service: Service) -> str:
+    """nmap's ``<service>`` for -sV: attributes in nmap's order, ``<cpe>`` children.
+
+    ``tunnel="ssl"`` for a service inside TLS, as nmap writes it; the name stays the inner
+    service's (``http``), not ``ssl/http``.
+    """
+    attrs: list[tuple[str, object]] = [("name", service.name)]
+    for key, value in (
+        ("product", service.product),
+        ("version", service.version),
+        ("extrainfo", service.info),
+        ("hostname", service.hostname),
+        ("ostype", service.ostype),
+        ("devicetype", service.devicetype),
+        ("tunnel", service.tunnel),
+    ):
+        if value:
+            attrs.append((key, value))
+    attrs += [("method", service.method), ("conf", service.confidence)]
+    if not service.cpes:
+        return _tag("service", attrs)
+    cpes = "".join(f"<cpe>{xml_escape(cpe)}</cpe>" for cpe in service.cpes)
+    return _tag("service", attrs, ">") + cpes + "</service>"
 
 
 def _addrtype(address: IPAddress) -> str:

@@ -107,6 +107,8 @@ class NormalWriter:
         else:
             if report.hosts_up is not None and count.down and not count.up:
                 self._out.write(DOWN_HINT + "\n" if count.down == 1 else _many_down(count.down))
+            if report.service_database is not None:
+                self._out.write(f"Service detection: signatures from {report.service_database}\n")
             self._out.write(summary_line(report, up=count.up, down=count.down) + "\n")
         self._out.flush()
 
@@ -132,6 +134,7 @@ class NormalWriter:
             lines.append("\n")
         if listed:
             lines.append(self._table(listed))
+            lines += [_certificate_line(r) for r in listed if r.service and r.service.certificate]
         lines.append("\n")
         return lines
 
@@ -145,18 +148,39 @@ class NormalWriter:
         return text + ".\n"
 
     def _table(self, listed: list[Result]) -> str:
+        versions = any(r.service is not None for r in listed)  # -sV: nmap's VERSION column
         header = ["PORT", "STATE", "SERVICE"] + (["REASON"] if self._reason else [])
+        header += ["VERSION"] if versions else []
         rows = [header]
         for r in listed:
-            row = [f"{r.port}/{r.protocol}", r.state.value, self._services.get(r.port, "unknown")]
+            name = self._services.get(r.port, "unknown")
+            if r.service is not None:  # a name only from the table: nmap's "?"
+                name = r.service.full_name + ("?" if r.service.method == "table" else "")
+            row = [f"{r.port}/{r.protocol}", r.state.value, name]
             if self._reason:
                 row.append(r.reason.value + (f" ttl {r.reason_ttl}" if r.reason_ttl else ""))
+            if versions:
+                row.append(r.service.summary() if r.service is not None else "")
             rows.append(row)
         widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
         return "".join(
             " ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]) + "\n"
             for row in rows
         )
+
+
+def _certificate_line(r: Result) -> str:
+    """A line under the table per TLS port: whom the certificate names, until when."""
+    service = r.service
+    assert service is not None
+    cert = service.certificate
+    assert cert is not None
+    sans = f"; SAN {', '.join(cert.sans)}" if cert.sans else ""
+    alpn = f"; ALPN {service.alpn}" if service.alpn else ""
+    return (
+        f"| {r.port}/{r.protocol} certificate: {cert.subject} (issuer {cert.issuer}){sans};"
+        f" valid {cert.not_before} to {cert.not_after}{alpn}\n"
+    )
 
 
 def _not_shown(host: HostResults, folded: list[State]) -> str:

@@ -36,6 +36,7 @@ class OutputOptions:
     reason: bool = False
     quiet: bool = False
     no_fold: bool = False
+    versions: bool = False  # -sV: CSV gets the version columns
 
     @property
     def detail(self) -> bool:
@@ -94,7 +95,9 @@ def make_writer(
         return NormalWriter(stream, reason=options.reason, **view)  # type: ignore[arg-type]
     from portscout.output.csv_rows import CsvWriter
 
-    return CsvWriter(stream, service_names=names, only_open=options.only_open)
+    return CsvWriter(
+        stream, service_names=names, only_open=options.only_open, versions=options.versions
+    )
 
 
 class Outputs:

@@ -1,0 +1,353 @@
+"""Service detection's connections (``-sV``): asyncio TCP (and TLS) exchanges driven by
+``services.session.PortSession``, which decides; this module only sends, reads and times.
+
+Bounds, so that no server can stall a scan or fill memory (issue 13, hostile servers):
+
+- every read: at most ``read_limit`` bytes kept per probe, a deadline (the probe's
+  ``totalwaitms``, capped by ``DetectOptions.max_wait``, and the port's budget);
+- every connect and TLS handshake: ``connect_timeout``;
+- every port: ``port_budget`` seconds for all its probes together; then what is known
+  so far (a softmatch, TLS) is the answer;
+- ports at once: ``concurrency`` (a semaphore).
+
+LZR-style: while the NULL probe waits for a banner (nmap waits 6 s), the next probe runs
+on a second connection. When that one hard-matches and the NULL connection has still
+received nothing, the server evidently waits for the client: the NULL wait is cut short.
+Otherwise the NULL probe's outcome is used first, as in nmap's order.
+
+Matching runs on the event loop: the indexed matcher costs well under a millisecond per
+response (docs/benchmarks.md), and checks during reading are spaced ``CHECK_INTERVAL``
+apart, so a trickling server cannot make it run once per byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import ssl
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from portscout.ports import service_names
+from portscout.results import IPAddress, Report, Result, Service, State
+from portscout.services.builtin import SOURCE as BUILTIN
+from portscout.services.builtin import builtin_database
+from portscout.services.match import MAX_MATCH_BYTES
+from portscout.services.probes import (
+    ProbeDatabase,
+    ServiceProbe,
+    find_probe_file,
+    load_probe_file,
+)
+from portscout.services.session import INTENSITY_DEFAULT, PortSession, Signatures, Step
+from portscout.services.x509 import parse_certificate
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 0.05  # seconds between match attempts while a response trickles in
+READ_CHUNK = 4096
+ALPN_OFFERED = ("h2", "http/1.1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DetectOptions:
+    """How hard and how long ``-sV`` tries (seconds, bytes)."""
+
+    intensity: int = INTENSITY_DEFAULT
+    connect_timeout: float = 5.0
+    max_wait: float = 6.0  # caps a probe's totalwaitms
+    read_limit: int = MAX_MATCH_BYTES
+    port_budget: float = 30.0
+    concurrency: int = 64
+    parallel_null: bool = True  # LZR-style second connection during the NULL wait
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.intensity <= 9:
+            raise ValueError(f"version intensity must be 0-9, got {self.intensity}")
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One probe's connection: what came back, and how it ended."""
+
+    data: bytearray = field(default_factory=bytearray)
+    closed: bool = False  # the peer closed or reset
+    failed: bool = False  # no connection (refused, timed out): the probe said nothing
+    hard: bool = False  # a hard match arrived before the wait ended
+    elapsed_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class _Tls:
+    """TLS state of one port: contexts, and what the handshake showed."""
+
+    probing: ssl.SSLContext | None = None
+    certificate_der: bytes | None = None
+    alpn: str | None = None
+
+
+def _client_context(alpn: Iterable[str] = ()) -> ssl.SSLContext:
+    """No verification: detection wants to see any server's certificate, not trust it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    return context
+
+
+class ServiceDetector:
+    """Detects services on open ports with one probe database (compiled lazily, once)."""
+
+    def __init__(self, database: ProbeDatabase, options: DetectOptions | None = None) -> None:
+        self.signatures = Signatures(database)
+        self.options = options or DetectOptions()
+
+    async def detect_many(
+        self, targets: Iterable[tuple[IPAddress, int]]
+    ) -> AsyncIterator[tuple[IPAddress, int, Service | None]]:
+        """Detect every (host, port), ``concurrency`` at a time; yield as each ends."""
+        gate = asyncio.Semaphore(self.options.concurrency)
+        queue: asyncio.Queue[tuple[IPAddress, int, Service | None]] = asyncio.Queue()
+
+        async def one(host: IPAddress, port: int) -> None:
+            async with gate:
+                await queue.put((host, port, await self.detect(host, port)))
+
+        tasks = [asyncio.create_task(one(host, port)) for host, port in targets]
+        try:
+            for _ in tasks:
+                yield await queue.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def detect(self, host: IPAddress, port: int) -> Service | None:
+        """The service on ``host:port``, or None when nothing matched within the budget."""
+        session = PortSession(self.signatures, port, intensity=self.options.intensity)
+        tls = _Tls()
+        result: Service | None = None
+        try:
+            async with asyncio.timeout(self.options.port_budget):
+                result = await self._probe_all(host, port, session, tls)
+        except TimeoutError:
+            log.debug("%s:%d: service detection budget spent", host, port)
+            result = session.final()
+        if result is not None and session.tls:
+            result = _with_tls(result, tls)
+        return result
+
+    async def _probe_all(
+        self, host: IPAddress, port: int, session: PortSession, tls: _Tls
+    ) -> Service | None:
+        spare: tuple[ServiceProbe, asyncio.Task[Exchange]] | None = None
+        try:
+            while (probe := session.next_probe()) is not None:
+                if spare is not None and spare[0] is not probe:  # a softmatch changed the plan
+                    await _drop(spare)
+                    spare = None
+                if spare is not None:
+                    exchange = await spare[1]
+                    spare = None
+                elif probe.is_null and self.options.parallel_null:
+                    exchange, spare = await self._null_with_next(host, port, probe, session, tls)
+                else:
+                    exchange = await self._exchange(host, port, probe, session, tls.probing)
+                outcome = session.finish(
+                    probe, bytes(exchange.data), closed=exchange.closed,
+                    elapsed_ms=exchange.elapsed_ms,
+                )  # fmt: skip
+                if outcome.step is Step.DONE:
+                    return outcome.result
+                if outcome.step is Step.START_TLS:
+                    await _drop(spare)
+                    spare = None
+                    if not await self._start_tls(host, port, tls):
+                        return session.tls_failed().result
+                    session.start_tls()
+            return session.final()
+        finally:
+            await _drop(spare)
+
+    async def _null_with_next(
+        self, host: IPAddress, port: int, null: ServiceProbe, session: PortSession, tls: _Tls
+    ) -> tuple[Exchange, tuple[ServiceProbe, asyncio.Task[Exchange]] | None]:
+        """The NULL probe, with the next probe on a second connection meanwhile."""
+        null_exchange = Exchange()
+        null_task = asyncio.create_task(
+            self._exchange(host, port, null, session, tls.probing, null_exchange)
+        )
+        following = session.peek()
+        if following is None:
+            return await null_task, None
+        spare = asyncio.create_task(self._exchange(host, port, following, session, tls.probing))
+        done, _ = await asyncio.wait({null_task, spare}, return_when=asyncio.FIRST_COMPLETED)
+        if null_task not in done and spare.result().hard and not null_exchange.data:
+            null_task.cancel()  # the server waits for the client: no banner is coming
+            with contextlib.suppress(asyncio.CancelledError):
+                await null_task
+            return null_exchange, (following, spare)
+        return await null_task, (following, spare)
+
+    async def _exchange(
+        self,
+        host: IPAddress,
+        port: int,
+        probe: ServiceProbe,
+        session: PortSession,
+        context: ssl.SSLContext | None,
+        exchange: Exchange | None = None,
+    ) -> Exchange:
+        """Connect, send the probe's payload, read until its wait ends (see module doc)."""
+        exchange = exchange if exchange is not None else Exchange()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            reader, writer = await self._connect(host, port, context)
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            log.debug("%s:%d probe %s: no connection (%s)", host, port, probe.name, exc)
+            exchange.failed = True
+            return exchange
+        try:
+            if probe.payload:
+                writer.write(probe.payload)
+            wait = min(probe.totalwaitms / 1000, self.options.max_wait)
+            await self._read(reader, probe, session, exchange, started + wait)
+        finally:
+            exchange.elapsed_ms = (loop.time() - started) * 1000
+            writer.transport.abort()  # no lingering close handshake with a hostile peer
+        return exchange
+
+    async def _connect(
+        self, host: IPAddress, port: int, context: ssl.SSLContext | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        timeout = self.options.connect_timeout
+        async with asyncio.timeout(timeout):
+            return await asyncio.open_connection(
+                str(host), port, ssl=context, ssl_handshake_timeout=timeout if context else None
+            )
+
+    async def _read(
+        self,
+        reader: asyncio.StreamReader,
+        probe: ServiceProbe,
+        session: PortSession,
+        exchange: Exchange,
+        deadline: float,
+    ) -> None:
+        """Read into ``exchange`` until the deadline, the byte limit, the peer's close or
+        a hard match; match at most every ``CHECK_INTERVAL`` while bytes trickle in."""
+        loop = asyncio.get_running_loop()
+        limit = self.options.read_limit
+        checked_at = 0.0
+        data = exchange.data
+        while len(data) < limit:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await reader.read(min(READ_CHUNK, limit - len(data)))
+            except TimeoutError:
+                return
+            except (OSError, ssl.SSLError):  # reset, or TLS broken mid-stream
+                exchange.closed = True
+                return
+            if not chunk:
+                exchange.closed = True
+                return
+            data += chunk
+            now = loop.time()
+            if now - checked_at >= CHECK_INTERVAL or len(data) >= limit:
+                checked_at = now
+                if session.check(probe, bytes(data)) is not None:
+                    exchange.hard = True
+                    return
+
+    async def _start_tls(self, host: IPAddress, port: int, tls: _Tls) -> bool:
+        """One handshake offering ALPN, for the certificate and the protocol chosen; the
+        probes inside TLS then offer no ALPN (an ``h2`` server would not read HTTP/1.0)."""
+        try:
+            reader, writer = await self._connect(host, port, _client_context(ALPN_OFFERED))
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            log.debug("%s:%d: TLS handshake failed (%s)", host, port, exc)
+            return False
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                tls.certificate_der = ssl_object.getpeercert(binary_form=True)
+                tls.alpn = ssl_object.selected_alpn_protocol()
+        finally:
+            writer.transport.abort()
+        del reader
+        tls.probing = _client_context()
+        return True
+
+
+async def _drop(spare: tuple[ServiceProbe, asyncio.Task[Exchange]] | None) -> None:
+    """Cancel a second connection's probe that is no longer wanted, and wait for it."""
+    if spare is not None:
+        spare[1].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await spare[1]
+
+
+def _with_tls(service: Service, tls: _Tls) -> Service:
+    """The service with what the TLS handshake showed (certificate fields, ALPN)."""
+    certificate = None
+    if tls.certificate_der:
+        try:
+            certificate = parse_certificate(tls.certificate_der)
+        except ValueError as exc:
+            log.debug("unreadable certificate: %s", exc)
+    return dataclasses.replace(service, certificate=certificate, alpn=tls.alpn)
+
+
+class ServiceStage:
+    """-sV after the port scan: the database chosen once, the open ports detected, each
+    result handed out again with its ``Service`` (``Report.services`` filled)."""
+
+    def __init__(self, database: ProbeDatabase, options: DetectOptions) -> None:
+        self.detector = ServiceDetector(database, options)
+        self.database_source = database.source
+
+    @classmethod
+    def create(
+        cls, probes_path: str | None, *, intensity: int, environ: Mapping[str, str] = os.environ
+    ) -> ServiceStage:
+        """nmap's file (``probes_path``, ``$NMAPDIR``, system dirs), else the built-in set
+        (also when ``probes_path`` is ``built-in``). A given file that is missing or
+        malformed: ``ProbeFileError`` (a usage error)."""
+        path = None if probes_path == BUILTIN else find_probe_file(environ, probes_path)
+        database = load_probe_file(path) if path is not None else builtin_database()
+        log.info("service detection: signatures from %s", database.source)
+        if log.isEnabledFor(logging.DEBUG):  # compiles every pattern: only when asked
+            failed = database.failed_patterns()
+            log.debug("%d patterns do not compile with Python's re", len(failed))
+            for match, error in failed:
+                log.debug("line %d (%s): %s", match.line, match.service, error)
+        return cls(database, DetectOptions(intensity=intensity))
+
+    async def run(
+        self, held: dict[tuple[IPAddress, int], Result], report: Report
+    ) -> AsyncIterator[list[Result]]:
+        """Detect every held open port; yield each result with its service as it ends.
+        A port nothing matched gets its table name (``method="table"``, confidence 3)."""
+        names = service_names()
+        try:
+            async for host, port, found in self.detector.detect_many(list(held)):
+                service = found or Service(
+                    name=names.get(port, "unknown"), method="table", confidence=3,
+                    database=self.database_source,
+                )  # fmt: skip
+                report.services[(host, port)] = service
+                yield [held.pop((host, port))._replace(service=service)]
+        finally:
+            services = report.services
+            report.results = [
+                r._replace(service=services[(r.host, r.port)])
+                if r.state is State.OPEN and (r.host, r.port) in services
+                else r
+                for r in report.results
+            ]
