@@ -57,7 +57,8 @@ def test_dash_alone_is_every_port_but_zero() -> None:
         ("9" * 5000, f"port '{'9' * 20}...' out of range 0-65535"),
         ("22,,80", "empty item in port specification '22,,80'"),
         ("22,", "empty item in port specification '22,'"),
-        ("http", "invalid port 'http'"),
+        ("nosuchservice", "unknown service name 'nosuchservice'"),
+        ("2x", "invalid port '2x'"),
         ("22-80-90", "invalid port '22-80-90'"),
         ("2 2", "invalid port '2 2'"),
         ("-22-", "invalid port '-22-'"),
@@ -237,3 +238,12 @@ def _nmap_ranking(text: str) -> list[int]:
 )
 def test_table_matches_installed_nmap_services() -> None:
     assert list(ranked_ports()) == _nmap_ranking(_NMAP_SERVICES.read_text("utf-8"))
+
+
+def test_service_names_stand_for_their_ports() -> None:
+    # nmap's -p ssh,http and -p 'http*' (the first name nmap-services gives each port).
+    assert parse_ports("ssh,http") == (22, 80, 8008)
+    assert parse_ports("T:https,22") == (22, 443)
+    wild = parse_ports("http*")
+    assert {80, 443, 8080} <= set(wild)
+    assert parse_ports("SSH") == (22,)

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portscout.errors import TargetError
+from portscout.results import IPAddress
 from portscout.targets import (
     MAX_PATTERN_RANGES,
     Address,
@@ -150,7 +151,6 @@ def test_adjacent_specs_merge_into_one_range() -> None:
         (["::1/129"], "invalid CIDR prefix '/129' in '::1/129'"),
         (["::/\N{ARABIC-INDIC DIGIT TWO}"], "invalid CIDR prefix '/\u0662' in '::/\u0662'"),
         ([":::1"], "invalid target ':::1'"),
-        (["fe80::1%eth0"], "invalid target 'fe80::1%eth0'"),
         (["[::1]"], "invalid target '[::1]'"),
         (["198.18.0.1 198.18.0.2"], "invalid target '198.18.0.1 198.18.0.2'"),
         (["-web.example"], "invalid target '-web.example'"),
@@ -501,3 +501,39 @@ def test_agrees_with_materialised_reference(
 def test_spec_order_does_not_matter(included: list[tuple[str, set[Address]]]) -> None:
     specs = [spec for spec, _ in included]
     assert parse_targets(specs) == parse_targets(reversed(specs))
+
+
+def test_scoped_ipv6_keeps_its_scope() -> None:
+    # nmap takes fe80::1%eth0: a link-local address needs its scope to be reached.
+    targets = parse_targets(["fe80::1%lo", "::1"])
+    assert list(targets) == [IPv6Address("::1"), IPv6Address("fe80::1%lo")]
+    scoped = targets[1]
+    assert isinstance(scoped, IPv6Address)
+    assert scoped.scope_id == "lo"
+
+
+def test_unresolvable_names_are_skipped_with_a_word() -> None:
+    said: list[tuple[str, str]] = []
+
+    def resolver(name: str) -> list[IPAddress]:
+        if name == "good.test":
+            return [IPv4Address("198.18.0.9")]
+        raise OSError("no such name")
+
+    targets = parse_targets(["good.test", "bad.test", "198.18.0.1"], resolver=resolver,
+                            on_skip=lambda spec, why: said.append((spec, why)))  # fmt: skip
+    assert list(targets) == [IPv4Address("198.18.0.1"), IPv4Address("198.18.0.9")]
+    assert said == [("bad.test", "cannot resolve 'bad.test'")]
+    with pytest.raises(TargetError, match="no target left"):
+        parse_targets(["bad.test"], resolver=resolver, on_skip=lambda spec, why: None)
+    with pytest.raises(TargetError, match=r"cannot resolve 'bad\.test'"):
+        parse_targets(["bad.test"], resolver=resolver)
+
+
+def test_family_six_keeps_ipv6_only() -> None:
+    said: list[str] = []
+    targets = parse_targets(["198.18.0.1", "::1", "dual.test"], family=6,
+                            resolver=lambda name: [IPv4Address("198.18.0.2"), IPv6Address("::2")],
+                            on_skip=lambda spec, why: said.append(spec))  # fmt: skip
+    assert list(targets) == [IPv6Address("::1"), IPv6Address("::2")]
+    assert said == ["198.18.0.1"]

@@ -54,6 +54,27 @@ class _Parser(argparse.ArgumentParser):
         raise OptionError(message)
 
 
+class _ScanType(argparse.Action):
+    """-sS and -sT: one scan type a scan, as nmap says ("You specified more than one
+    type of TCP scan"), where argparse would quietly keep the last."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        given = getattr(namespace, "_scan_type", None)
+        if given is not None and given != option_string:
+            raise OptionError(f"conflicting scan types {given} and {option_string}: give one")
+        namespace._scan_type = option_string
+        setattr(namespace, self.dest, self.const)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="portscout",
@@ -75,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     dns.add_argument("-R", dest="reverse", action="store_true",
                      help="reverse DNS of the hosts found up, shown by every output")  # fmt: skip
     t.add_argument("-Pn", action="store_true", help="no host discovery: treat all as up")
+    t.add_argument("-6", dest="ipv6", action="store_true",
+                   help="IPv6 targets only; names resolve to IPv6 (as nmap -6)")  # fmt: skip
     t.add_argument("-sn", action="store_true", help="host discovery only, no port scan")
     ports = p.add_argument_group("ports")
     pm = ports.add_mutually_exclusive_group()
@@ -86,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="permutation key, for a repeatable probe order")
     e = p.add_argument_group("engine")
     e.add_argument("--engine", default="auto", metavar="NAME", help=", ".join(engine_names()))
-    e.add_argument("-sT", dest="engine", action="store_const", const=CONNECT_ENGINE,
+    e.add_argument("-sT", dest="engine", action=_ScanType, const=CONNECT_ENGINE,
                    help=f"TCP connect scan (the {CONNECT_ENGINE} engine)")  # fmt: skip
-    e.add_argument("-sS", dest="engine", action="store_const", const=SYN_ENGINE,
+    e.add_argument("-sS", dest="engine", action=_ScanType, const=SYN_ENGINE,
                    help="SYN scan with raw sockets (root or CAP_NET_RAW)")  # fmt: skip
     e.add_argument("--workers", type=int, default=50, help="threadpool engine threads (50)")
     e.add_argument("--processes", type=int, help="worker processes (default: one per core)")
@@ -214,6 +237,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         top_ports=top,
         excludes=excludes,
         engine=args.engine,
+        family=6 if args.ipv6 else None,
         discovery=not args.Pn,
         ping_only=args.sn,
         timing=timing_from_args(args),  # every timing option, --timeout included

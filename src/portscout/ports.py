@@ -20,6 +20,7 @@ refused, as are nmap's service names ("http"), wildcards and "[...]" bracket ran
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable
 from importlib import resources
@@ -31,6 +32,7 @@ MAX_PORT = 65535
 _TABLE = "top-tcp-ports.txt"
 # One item: a port, or a range with either end left open. ASCII digits only: \d would
 # accept other scripts' digits, which int() then reads.
+_SERVICE = re.compile(r"[A-Za-z*?][A-Za-z0-9*?._+-]*", re.ASCII)  # a name, as in -p ssh,http*
 _ITEM = re.compile(r"([0-9]*)(?:(-)([0-9]*))?", re.ASCII)
 _PROTOCOLS = {"T": None, "U": "UDP", "S": "SCTP", "P": "IP protocol"}
 
@@ -38,18 +40,35 @@ _PROTOCOLS = {"T": None, "U": "UDP", "S": "SCTP", "P": "IP protocol"}
 def parse_ports(spec: str) -> tuple[int, ...]:
     """Parse an nmap port specification into sorted, distinct port numbers.
 
-    Raises ``PortSpecError`` naming the first bad item: ``invalid port range '90-80'``,
-    ``port '70000' out of range 0-65535``, ``empty port specification``.
+    Service names from nmap's table stand for their ports (``ssh``, ``http*``), as in
+    nmap. Raises ``PortSpecError`` naming the first bad item: ``invalid port range
+    '90-80'``, ``port '70000' out of range 0-65535``, ``empty port specification``,
+    ``unknown service name 'foo'``.
     """
     if not spec.strip():
         raise PortSpecError("empty port specification")
     ranges: list[tuple[int, int]] = []
+    names: dict[int, str] | None = None
     for raw in spec.split(","):
         item = _strip_protocol(raw.strip(), spec)
         if not item:
             raise PortSpecError(f"empty item in port specification '{spec.strip()}'")
-        ranges.append(_parse_item(item))
+        if _SERVICE.fullmatch(item):
+            names = service_names() if names is None else names
+            ranges.extend((port, port) for port in _service_ports(item, names))
+        else:
+            ranges.append(_parse_item(item))
     return tuple(_expand(ranges))
+
+
+def _service_ports(pattern: str, names: dict[int, str]) -> list[int]:
+    """The ports nmap's services table names ``pattern`` (``*`` and ``?`` as in nmap:
+    ``http*`` is http, http-alt, https, ...)."""
+    wanted = pattern.lower()
+    ports = [port for port, name in names.items() if fnmatch.fnmatchcase(name, wanted)]
+    if not ports:
+        raise PortSpecError(f"unknown service name '{pattern}'")
+    return ports
 
 
 def _strip_protocol(item: str, spec: str) -> str:

@@ -102,6 +102,7 @@ class ScanConfig:
     # Probes answered in an earlier run of this same scan (same key): not sent again.
     done: frozenset[Probe] = frozenset()
     hostgroup: int = DEFAULT_HOSTGROUP  # hosts discovered and scanned together at most
+    family: int | None = None  # 6: IPv6 targets only (nmap's -6); None: both
     # -sV: name the services on open ports after each host group's port scan.
     service_detection: bool = False
     version_intensity: int = 7  # 0-9; --version-light 2, --version-all 9
@@ -184,7 +185,11 @@ class Scan:
         self.config = config
         self.spec = ENGINES[resolve_engine_name(config.engine)]
         self.engine = self.spec.create()
-        self.targets = parse_targets(config.targets, excludes=config.excludes, resolver=resolver)
+        self.skipped: list[tuple[str, str]] = []  # targets passed over, with why
+        self.targets = parse_targets(
+            config.targets, excludes=config.excludes, resolver=resolver,
+            family=config.family, on_skip=self._skip,
+        )  # fmt: skip
         if self.targets.size > MAX_ADDRESSES:
             raise TargetError(
                 f"{self.targets.size:,} addresses are more than 2^32 (all of IPv4, an IPv6"
@@ -228,6 +233,14 @@ class Scan:
             key=key,
             hostnames=dict(self.targets.hostnames),
         )
+
+    def _skip(self, spec: str, why: str) -> None:
+        """A target that cannot be had: said as nmap says it, and the scan goes on."""
+        self.skipped.append((spec, why))
+        if why.startswith("cannot resolve"):
+            log.warning('Failed to resolve "%s".', spec)
+        else:
+            log.warning('Skipping "%s": %s.', spec, why)
 
     async def _in_process_batches(
         self, plan: ScanPlan, options: EngineOptions

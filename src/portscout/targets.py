@@ -104,6 +104,9 @@ class TargetSet:
     _ipv4: _Ranges = field(repr=False)
     _ipv6: _Ranges = field(repr=False)
     hostnames: Mapping[Address, str] = field(hash=False)
+    # IPv6 scope ids the user gave (``fe80::1%eth0``), by address: link-local addresses
+    # need theirs to be reached, and the set stores bare integers.
+    scopes: Mapping[int, str] = field(hash=False, default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -126,7 +129,9 @@ class TargetSet:
             raise IndexError("TargetSet index out of range")
         if position < self._ipv4.size:
             return IPv4Address(self._ipv4.at(position))
-        return IPv6Address(self._ipv6.at(position - self._ipv4.size))
+        value = self._ipv6.at(position - self._ipv4.size)
+        scope = self.scopes.get(value) if self.scopes else None
+        return IPv6Address(value) if scope is None else IPv6Address(f"{IPv6Address(value)}%{scope}")
 
     def index(self, address: Address) -> int:
         """The position of ``address``: the inverse of ``__getitem__``; ``ValueError`` if absent."""
@@ -142,7 +147,12 @@ class TargetSet:
         for start, end in zip(self._ipv4.starts, self._ipv4.ends, strict=True):
             yield from map(IPv4Address, range(start, end + 1))
         for start, end in zip(self._ipv6.starts, self._ipv6.ends, strict=True):
-            yield from map(IPv6Address, range(start, end + 1))
+            if not self.scopes:
+                yield from map(IPv6Address, range(start, end + 1))
+                continue
+            for value in range(start, end + 1):
+                scope = self.scopes.get(value)
+                yield IPv6Address(value if scope is None else f"{IPv6Address(value)}%{scope}")
 
     def ranges(self) -> Iterator[tuple[Address, Address]]:
         """The maximal runs of consecutive addresses, ``(first, last)``, in index order."""
@@ -169,23 +179,33 @@ class _Collected:
     ipv4: list[_Interval] = field(default_factory=list)
     ipv6: list[_Interval] = field(default_factory=list)
     names: dict[Address, str] = field(default_factory=dict)
+    scopes: dict[int, str] = field(default_factory=dict)
 
 
 def parse_targets(
-    specs: Iterable[str], *, excludes: Iterable[str] = (), resolver: Resolver | None = None
+    specs: Iterable[str],
+    *,
+    excludes: Iterable[str] = (),
+    resolver: Resolver | None = None,
+    family: int | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> TargetSet:
     """Parse target specs (and excludes, same syntax) into a ``TargetSet``.
 
     Each name is resolved once, even if repeated or also excluded; duplicates count once.
+    ``family`` 6 (nmap's ``-6``) keeps IPv6 targets only and resolves names to IPv6; 4
+    the reverse. With ``on_skip``, a target that cannot be had (a name that does not
+    resolve, an address of the other family) is passed over and reported to it as
+    ``(spec, reason)``, as nmap warns and goes on; without, it raises.
     Raises ``TargetError``: ``empty target list``, ``invalid target '198.18.0.300'``,
     ``invalid CIDR prefix '/33' in '198.18.0.0/33'``, ``cannot resolve 'nosuch.example'``
     (also when a name is given without a resolver), ``no targets left after exclusions``.
     """
-    lookup = _lookup_with(resolver)
-    included = _collect(specs, lookup)
+    lookup = _lookup_with(resolver, family)
+    included = _collect(specs, lookup, family, on_skip)
     if not included.ipv4 and not included.ipv6:
-        raise TargetError("empty target list")
-    excluded = _collect(excludes, lookup)
+        raise TargetError("empty target list" if on_skip is None else "no target left to scan")
+    excluded = _collect(excludes, lookup, family, on_skip)
     ipv4 = _subtract(_merge(included.ipv4), _merge(excluded.ipv4))
     ipv6 = _subtract(_merge(included.ipv6), _merge(excluded.ipv6))
     if not ipv4 and not ipv6:
@@ -196,7 +216,8 @@ def parse_targets(
         for address, name in included.names.items()
         if families[address.version].position(int(address)) is not None
     }
-    return TargetSet(families[4], families[6], MappingProxyType(names))
+    return TargetSet(families[4], families[6], MappingProxyType(names),
+                     MappingProxyType(included.scopes))  # fmt: skip
 
 
 def read_target_file(path: str | os.PathLike[str]) -> list[str]:
@@ -221,13 +242,31 @@ def read_target_file(path: str | os.PathLike[str]) -> list[str]:
     return [word for line in text.splitlines() for word in line.partition("#")[0].split()]
 
 
-def _collect(specs: Iterable[str], lookup: Callable[[str], Address]) -> _Collected:
+def _collect(
+    specs: Iterable[str],
+    lookup: Callable[[str], Address],
+    family: int | None,
+    on_skip: Callable[[str, str], None] | None,
+) -> _Collected:
     collected = _Collected()
     for spec in specs:
-        version, intervals, name = _parse_spec(spec, lookup)
+        try:
+            version, intervals, name = _parse_spec(spec, lookup)
+        except _UnresolvedError as exc:
+            if on_skip is None:
+                raise
+            on_skip(spec, str(exc))
+            continue
+        if family is not None and version != family:
+            if on_skip is None:
+                raise TargetError(f"'{spec}' is not an IPv{family} target (-{family})")
+            on_skip(spec, f"not an IPv{family} target (-{family})")
+            continue
         (collected.ipv4 if version == 4 else collected.ipv6).extend(intervals)
         if name is not None:
             collected.names.setdefault(*name)
+        if version == 6 and "%" in spec.partition("/")[0]:
+            collected.scopes[intervals[0][0]] = spec.partition("/")[0].split("%", 1)[1]
     return collected
 
 
@@ -265,8 +304,7 @@ def _invalid(spec: str) -> TargetError:
 
 
 def _ipv6_address(text: str, spec: str) -> IPv6Address:
-    if "%" in text:  # a scope id: meaningless once the address is an integer
-        raise _invalid(spec)
+    """An IPv6 literal, with its scope id if it has one (``fe80::1%lo``, as nmap takes)."""
     try:
         return IPv6Address(text)
     except ValueError:
@@ -369,26 +407,34 @@ def _subtract(keep: list[_Interval], drop: list[_Interval]) -> list[_Interval]:
     return result
 
 
-def _lookup_with(resolver: Resolver | None) -> Callable[[str], Address]:
+class _UnresolvedError(TargetError):
+    """A name that does not resolve: a target to pass over, where the caller allows."""
+
+
+def _lookup_with(resolver: Resolver | None, family: int | None) -> Callable[[str], Address]:
     """A name -> address function that asks ``resolver`` once per name (case-insensitive)."""
     answers: dict[str, Address] = {}
 
     def lookup(name: str) -> Address:
         key = name.lower()
         if key not in answers:
-            answers[key] = _resolve(name, resolver)
+            answers[key] = _resolve(name, resolver, family)
         return answers[key]
 
     return lookup
 
 
-def _resolve(name: str, resolver: Resolver | None) -> Address:
+def _resolve(name: str, resolver: Resolver | None, family: int | None) -> Address:
     if resolver is None:
-        raise TargetError(f"cannot resolve '{name}': no resolver given")
+        raise _UnresolvedError(f"cannot resolve '{name}': no resolver given")
     try:
         addresses = resolver(name)
+    except TargetError as exc:
+        raise _UnresolvedError(str(exc)) from exc
     except (OSError, UnicodeError) as exc:  # gaierror is an OSError; IDNA refusals Unicode
-        raise TargetError(f"cannot resolve '{name}'") from exc
+        raise _UnresolvedError(f"cannot resolve '{name}'") from exc
+    if family is not None:
+        addresses = [a for a in addresses if a.version == family]
     if not addresses:
-        raise TargetError(f"cannot resolve '{name}'")
+        raise _UnresolvedError(f"cannot resolve '{name}'" + (f" to IPv{family}" if family else ""))
     return next((a for a in addresses if a.version == 4), addresses[0])
