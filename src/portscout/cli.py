@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--no-db", action="store_true", help="do not record this scan")
     history.add_argument("--stats-every", type=_duration("--stats-every"), metavar="TIME",
                    help="print a status line to stderr every TIME (e.g. 10s)")  # fmt: skip
+    # "-6" is an option, so argparse would take every negative number for one too and
+    # "--max-retries -1" would lose its value: an exact option string still wins over a
+    # number, so "-6" stays ours and "-1" goes back to being a value.
+    p._has_negative_number_optionals.clear()
     return p
 
 
