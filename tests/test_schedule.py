@@ -282,3 +282,14 @@ def test_a_far_host_among_near_ones_is_not_timed_out_by_their_estimate() -> None
     lab.run()
     assert lab.states() == lab.expected()
     assert {r.state for (h, _), r in lab.results.items() if h in far} == {State.CLOSED}
+
+
+def test_an_answer_stamped_a_hair_before_its_send_is_no_crash() -> None:
+    # Receive stamps come from the kernel's realtime clock, sends from the monotonic one:
+    # converted, a stamp can read earlier than the send it answers (a ValueError in the
+    # RTT estimator once stopped a SYN scan's receiver).
+    address = ip_address("198.18.0.1")
+    scheduler = Scheduler(TimingPolicy(), iter([Probe(address, 1)]), now=0.0, max_in_flight=4)
+    (flight,) = scheduler.next_batch(1.0)
+    assert scheduler.answered(flight, 0, 0.9995) == 0.0
+    assert flight.stage is Stage.DECIDED

@@ -408,6 +408,7 @@ class Scheduler:
         if flight.stage is _DECIDED:
             return None
         host, tries, sent = flight.host, flight.tries, flight.sent
+        now = max(now, sent)  # a receive stamp from another clock may read a hair early
         self._leave_flight(flight)
         exact = tryno == tries - 1 and tries <= self.distinct_tries and not ambiguous
         if host.watched:  # a retry, or an answer to one, comes only after a timeout

@@ -28,6 +28,7 @@ which also keeps a second scanner, or a second worker process, off the block.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import errno
@@ -228,6 +229,9 @@ _MSG_STRIDE = ctypes.sizeof(_MMsgHdr)
 SO_TIMESTAMPNS = 35  # asm-generic/socket.h: SCM_TIMESTAMPNS, a struct timespec
 # One control message holding a struct timespec: cmsghdr (16 bytes on 64-bit Linux) + 16.
 _STAMP_SPACE = socket.CMSG_SPACE(16)
+_CONTROLLEN_WORD = _MsgHdr.msg_controllen.offset // 8
+if _MSG_STRIDE % 8 or _MsgHdr.msg_controllen.offset % 8:
+    raise ImportError("unexpected struct mmsghdr layout")
 _MSG_LEN_OFFSET = _MMsgHdr.msg_len.offset
 if _MSG_STRIDE % 4 or _MSG_LEN_OFFSET % 4:
     raise ImportError("struct mmsghdr is not laid out in 32-bit words here")
@@ -317,8 +321,10 @@ class ReceiveBatch:
         "_lengths",
         "_libc",
         "_msgs",
+        "_room",
         "_stamps",
         "_vec",
+        "_words",
         "buffer",
         "fd",
         "size",
@@ -338,6 +344,8 @@ class ReceiveBatch:
         # one control message of _STAMP_SPACE bytes per datagram.
         self._control = ctypes.create_string_buffer(size * _STAMP_SPACE if stamped else 1)
         self._stamps = memoryview(self._control).cast("B").cast("q") if stamped else None
+        self._words = memoryview(self._msgs).cast("B").cast("Q")  # msg_controllen at a stride
+        self._room = array.array("Q", [_STAMP_SPACE] * size)
         if stamped:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         base = ctypes.addressof(self.buffer)
@@ -356,9 +364,8 @@ class ReceiveBatch:
 
         Raises ``OSError`` on an error other than ``EAGAIN``/``EINTR``.
         """
-        if self._stamps is not None:
-            for i in range(self.size):  # the kernel shrinks each to what it wrote
-                self._msgs[i].msg_hdr.msg_controllen = _STAMP_SPACE
+        if self._stamps is not None:  # room for a stamp again: the kernel set what it wrote
+            self._words[_CONTROLLEN_WORD :: _MSG_STRIDE // 8] = self._room
         count: int = self._libc.recvmmsg(
             self.fd, ctypes.addressof(self._msgs), self.size, MSG_DONTWAIT, None
         )
@@ -372,17 +379,18 @@ class ReceiveBatch:
     def stamps(self, count: int, offset: float, fallback: float) -> list[float] | None:
         """The kernel's receive times of the first ``count`` datagrams, on the clock that
         is ``offset`` seconds behind the realtime clock (``time.time() - time.monotonic()``
-        turns them monotonic); ``fallback`` for a datagram without one; None without
-        ``stamped``."""
+        turns them monotonic); ``fallback`` for a datagram that came without one (queued
+        before stamps were asked for); None without ``stamped``."""
         view = self._stamps
         if view is None or not count:
             return None
         words = _STAMP_SPACE // 8
         seconds = view[2::words][:count].tolist()  # after cmsg_len, cmsg_level/type
         nanos = view[3::words][:count].tolist()
+        written = self._words[_CONTROLLEN_WORD :: _MSG_STRIDE // 8][:count].tolist()
         return [
-            sec + nano * 1e-9 - offset if sec else fallback
-            for sec, nano in zip(seconds, nanos, strict=True)
+            sec + nano * 1e-9 - offset if size else fallback
+            for sec, nano, size in zip(seconds, nanos, written, strict=True)
         ]
 
     def lengths(self, count: int) -> list[int]:
