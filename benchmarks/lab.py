@@ -209,7 +209,7 @@ def rows_for(s: Scenario, lab: Lab, workdir: Path) -> list[Row]:
     for engine, extra in (("async", ()), ("syn", ("--rate", str(SYN_RATE)))):
         out = workdir / f"{s.key}-{engine}.jsonl"
         cmd = (sys.executable, "-m", "portscout", *s.targets, "-p", s.ports)
-        cmd += ("--engine", engine, *extra, "-q", "-oJ", str(out))
+        cmd += ("--engine", engine, *extra, "-q", "-oJ", str(out), *every_port())
         rows.append(
             Row(tool=f"portscout {engine}", cmd=cmd, timeout=TOOL_TIMEOUT,
                 read_found=json_lines(out), read_states=json_states(out))
@@ -408,6 +408,15 @@ def machine() -> str:
         f"{output(['git', 'rev-parse', '--short', 'HEAD'])} ({dirty} files changed under "
         f"src/), load {load}"
     )
+
+
+def every_port() -> tuple[str, ...]:
+    """``--no-fold`` where the portscout run knows it: its JSON lines then list every
+    port, whose state is judged (an older checkout, --portscout-src, lists every port
+    anyway)."""
+    source = os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[1] / "src")
+    folds = (Path(source) / "portscout" / "output" / "hosts.py").exists()
+    return ("--no-fold",) if folds else ()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

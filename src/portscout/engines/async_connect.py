@@ -12,7 +12,8 @@ set to the scheduler's ``next_due``, wakes the engine for timeouts and paced sen
 
 A try that timed out keeps its socket, watched, so that a late answer still decides the
 port (a timeout a little short costs a retransmission, never a wrong "filtered"): until
-the port is decided, its next try times out in turn, or its descriptor is needed. Such
+the port is decided, its next try times out in turn, its descriptor is needed, or a
+second has passed since it was sent (the kernel would send its SYN again). Such
 lingering sockets do not count as in flight, and the oldest is closed whenever a send
 needs its descriptor: the descriptor budget can never fill up with sockets that wait for
 nothing to be sent.
@@ -101,7 +102,7 @@ class _ConnectScan:
         # A flight's socket of the try before its latest, still listened to (see the
         # module docstring), and those descriptors oldest first (stale ones skipped).
         self.lingering: dict[Flight, int] = {}
-        self.lingering_order: deque[int] = deque()
+        self.lingering_order: deque[tuple[float, int]] = deque()  # (try sent, descriptor)
         self.spare: dict[int, list[_socket.socket]] = {socket.AF_INET: [], socket.AF_INET6: []}
         self._wake: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -111,9 +112,11 @@ class _ConnectScan:
     def step(self) -> None:
         """Let timeouts pass, then send what the scheduler hands out."""
         scheduler = self.scheduler
-        for flight in scheduler.expire(time.monotonic()):
+        now = time.monotonic()
+        for flight in scheduler.expire(now):
             self._linger(flight)
         self._close_ended()
+        self._retire_lingering(now)
         budget = SEND_BUDGET
         while budget > 0:
             batch = scheduler.next_batch(time.monotonic(), budget)
@@ -260,7 +263,7 @@ class _ConnectScan:
             return
         flight.tag = NO_SOCKET
         self.lingering[flight] = fd
-        self.lingering_order.append(fd)
+        self.lingering_order.append((flight.sent, fd))
 
     def _close_lingering(self, flight: Flight) -> None:
         fd = self.lingering.pop(flight, NO_SOCKET)
@@ -283,13 +286,25 @@ class _ConnectScan:
         """Close the oldest lingering socket; False when there is none."""
         order = self.lingering_order
         while order:
-            fd = order.popleft()
-            entry = self.sockets.get(fd)
-            if entry is not None and self.lingering.get(entry[0]) == fd:
-                del self.lingering[entry[0]]
-                self._close(fd)
+            if self._close_if_lingering(order.popleft()[1]):
                 return True
         return False
+
+    def _retire_lingering(self, now: float) -> None:
+        """Close lingering sockets whose try went out ``KERNEL_SYN_TIMEOUT`` ago: the kernel
+        would send their SYN again (1 s, 3 s, 7 s later: packets nobody asked for, which
+        thousands of filtered ports multiply), and an answer that late is ambiguous."""
+        order = self.lingering_order
+        while order and order[0][0] + KERNEL_SYN_TIMEOUT <= now:
+            self._close_if_lingering(order.popleft()[1])
+
+    def _close_if_lingering(self, fd: int) -> bool:
+        entry = self.sockets.get(fd)
+        if entry is None or self.lingering.get(entry[0]) != fd:
+            return False  # answered, or its descriptor serves another try now
+        del self.lingering[entry[0]]
+        self._close(fd)
+        return True
 
     def _close_ended(self) -> None:
         """Close what the flights the scheduler decided (filtered) still hold."""
