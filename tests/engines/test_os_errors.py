@@ -113,8 +113,11 @@ def test_a_local_os_error_is_one_line_and_exit_1(
 def test_host_discovery_fails_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from portscout import scanner
     from portscout.engines import async_connect
 
+    # As an unprivileged user: discovery pings with connect() (as root, raw SYNs).
+    monkeypatch.setattr(scanner, "raw_sockets_allowed", lambda: False)
     _refuse_sockets(monkeypatch, async_connect, "_new_socket")
     code = main(["198.18.9.1", "-p", "7020", "-sT", "--no-db", "-q"])
     err = capsys.readouterr().err

@@ -1,9 +1,10 @@
 """Host discovery: which targets answer at all, so that down hosts cost no port probes.
 
 As nmap does by default: a loopback address is up without a probe (``localhost-response``);
-other hosts get TCP connect pings to ports 80 and 443 (any answer, SYN-ACK or RST, means
-up) through the connect engine and its timing, and, where raw sockets are allowed, an
-ICMP echo request (ICMPv6 for IPv6 hosts: a host whose 80 and 443 are filtered still
+other hosts get TCP pings to ports 80 and 443 (any answer, SYN-ACK or RST, means up):
+raw SYNs through the SYN engine where raw sockets are allowed, else connect()s through the
+connect engine, each with its timing; and, where raw sockets are allowed, an ICMP echo
+request (ICMPv6 for IPv6 hosts: a host whose 80 and 443 are filtered still
 answers it). A host that answers none of them after the timing's retries is down.
 """
 
@@ -85,7 +86,7 @@ async def _discover(
     remote = [h for h in hosts if not h.is_loopback]
     if not remote:
         return found.result
-    pings = [_tcp_pings(remote, options, found)]
+    pings = [_tcp_pings(remote, options, found, raw=icmp)]
     for version in (4, 6):
         family = [h for h in remote if h.version == version]
         if icmp and family:
@@ -103,10 +104,18 @@ async def _discover(
     return found.result
 
 
-async def _tcp_pings(hosts: Sequence[IPAddress], options: EngineOptions, found: _Found) -> None:
+async def _tcp_pings(
+    hosts: Sequence[IPAddress], options: EngineOptions, found: _Found, *, raw: bool
+) -> None:
+    """TCP pings to ``PING_PORTS``: raw SYNs where raw sockets are allowed (as nmap, whose
+    default pings as root are raw; a SYN costs a tenth of a connect(), and a /16 of
+    silent addresses is 131,072 of them), else connect()s."""
+    from portscout.engines.syn import SynEngine  # raw sockets: only where allowed
+
     # Lazy: a host found up meanwhile (by its echo reply) gets no more TCP pings.
     probes = (Probe(host, port) for port in PING_PORTS for host in hosts if host not in found)
-    async for result in AsyncConnectEngine().run(probes, options):
+    engine = SynEngine() if raw else AsyncConnectEngine()
+    async for result in engine.run(probes, options):
         if result.state is State.OPEN:
             found.mark(result.host, Reason.SYN_ACK, result.rtt)
         elif result.state is State.CLOSED:
