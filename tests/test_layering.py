@@ -24,7 +24,9 @@ ALLOWED: dict[str, set[str] | None] = {
     "engines": CORE | {"engines"},
     "output": {"results", "errors", "_version", "output", "diff"},
     "lab": {"lab"},
-    "store": CORE | {"store_files"},
+    "store": CORE | {"store_files", "store_schema"},
+    "store_schema": CORE,  # the SQL and the closed-ports encodings
+    "recorder": CORE | {"store"},
     "store_files": {"errors"},  # the history's files: stdlib and errors only
     "history_config": CORE | {"scanner"},  # ScanConfig <-> the JSON the history keeps
     "outfiles": {"errors", "results"},  # output files: stdlib and errors only

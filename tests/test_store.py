@@ -23,19 +23,18 @@ from portscout.history_config import config_from_record, config_record
 from portscout.output.ndiff import diff_text
 from portscout.output.progress import LiveProgress, StatsLines, clock_text
 from portscout.plan import Probe
+from portscout.recorder import Recorder
 from portscout.results import ClosedPorts, Reason, Result, ScanMeta, State
 from portscout.scanner import Scan, ScanConfig
 from portscout.store import (
     APPLICATION_ID,
-    Recorder,
     ScanStatus,
     Store,
-    _runs,
-    _unrun,
     default_path,
     diff_scans,
     rebuild_report,
 )
+from portscout.store_schema import runs, unrun
 from portscout.timing import TimingPolicy
 
 LOCAL = IPv4Address("127.0.0.1")
@@ -311,9 +310,9 @@ def test_live_progress_prints_open_ports() -> None:
 @given(st.sets(st.integers(0, 65535), max_size=300))
 def test_closed_port_runs_round_trip(ports: set[int]) -> None:
     """Runs give back exactly the ports, and no two runs touch (each is maximal)."""
-    runs = _runs(ports)
-    assert list(_unrun(runs)) == sorted(ports)
-    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(runs))
+    found = runs(ports)
+    assert list(unrun(found)) == sorted(ports)
+    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(found))
 
 
 def test_closed_ports_as_groups_are_stored_once(tmp_path: Path) -> None:

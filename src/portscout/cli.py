@@ -32,6 +32,7 @@ from portscout.output.progress import LiveProgress, Monitor, StatsLines
 from portscout.output.session import OutputOptions, Outputs, file_outputs
 from portscout.plan import HostGroup
 from portscout.ports import service_names
+from portscout.recorder import Recorder
 from portscout.results import IPAddress, Report, Result, State, printable
 from portscout.scanner import (
     DEFAULT_HOSTGROUP,
@@ -42,7 +43,7 @@ from portscout.scanner import (
     stop_signals_raise,
     system_resolver,
 )
-from portscout.store import Recorder, ScanStatus, Store, StoredScan, default_path
+from portscout.store import ScanStatus, Store, StoredScan, default_path
 from portscout.targets import Resolver, read_target_file
 from portscout.timing import TimingPolicy, parse_duration, parse_template
 

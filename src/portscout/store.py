@@ -1,9 +1,11 @@
 """The scan history: one SQLite database holding every scan, its results and what resumes it.
 
-Owns the database schema, its checks and migrations, the incremental ``Recorder`` and
-loading scans back (``ScanMeta``, ``Report``, results, the probes already answered).
-Imports the core and ``store_files`` only: the scan configuration arrives as a JSON-ready
-mapping (``history_config``), the text of a diff is ``output.ndiff``'s.
+Owns opening and checking the database, writing scans and loading them back (``ScanMeta``,
+``Report``, results, the probes already answered). The SQL of the schema and its migration
+is ``store_schema``'s, its files' ``store_files``', the running scan's ``Recorder`` is in
+``recorder``. Imports the core, ``store_schema`` and ``store_files`` only: the scan
+configuration arrives as a JSON-ready mapping (``history_config``), the text of a diff is
+``output.ndiff``'s.
 
 Safety of the user's files comes first:
 
@@ -39,11 +41,8 @@ import json
 import logging
 import os
 import sqlite3
-import sys
-import time
-from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import ip_address
@@ -71,71 +70,26 @@ from portscout.store_files import (
     match_owner,
     os_errors,
 )
+from portscout.store_schema import (
+    SCHEMA_VERSION,
+    TABLES,
+    bits_of,
+    check_tables,
+    count_bits,
+    migrate,
+    or_bits,
+    ports_of,
+    runs,
+    set_bits,
+    unpack,
+    unrun,
+)
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x70536E48  # "pSnH": portscout history, in the SQLite header
-# 2: closed.ports held packed 16-bit ports; 1: JSON runs. 3: closed ports as bitmaps of
-# 256-port blocks, one row per (scan, host, protocol, block, reason): a port is there once.
-SCHEMA_VERSION = 3
-COMMIT_SECONDS = 1.0  # the most a crash may lose, while results keep arriving
-COMMIT_ROWS = 20_000  # or this many buffered rows, whichever comes first
 BUSY_SECONDS = 5.0  # how long a command waits for another's write lock
-SCAN_BUSY_SECONDS = 0.05  # ... and a running scan, which retries at its next commit
-BLOCK = 256  # ports per closed-ports bitmap: 32 bytes
-_BLOCK_BYTES = BLOCK // 8
 
-_TABLES = {
-    "scan": """CREATE TABLE scan (
-    id INTEGER PRIMARY KEY,
-    args TEXT NOT NULL,            -- JSON array: the command line as given
-    config TEXT NOT NULL,          -- JSON object: what rebuilds the identical plan
-    engine TEXT NOT NULL,
-    scan_type TEXT NOT NULL,
-    ports TEXT NOT NULL,           -- JSON array of [first, last] runs
-    key TEXT NOT NULL,             -- decimal: the permutation key, up to 128 bits
-    version TEXT NOT NULL,
-    hostnames TEXT NOT NULL,       -- JSON object: address -> name the user gave
-    started REAL NOT NULL,         -- epoch seconds
-    finished REAL,
-    status TEXT NOT NULL,          -- ScanStatus
-    pid INTEGER,                   -- of the last process that wrote it (information only)
-    runs INTEGER NOT NULL DEFAULT 1,
-    probes_planned INTEGER NOT NULL,  -- capped at 2**63 - 1 (an IPv6 /64 plans 2**64)
-    probes_sent INTEGER NOT NULL DEFAULT 0,
-    n_open INTEGER NOT NULL DEFAULT 0,
-    n_closed INTEGER NOT NULL DEFAULT 0,
-    n_filtered INTEGER NOT NULL DEFAULT 0
-)""",
-    "result": """CREATE TABLE result (
-    scan_id INTEGER NOT NULL REFERENCES scan (id) ON DELETE CASCADE,
-    host TEXT NOT NULL,
-    protocol TEXT NOT NULL,
-    port INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    rtt REAL,
-    tries INTEGER NOT NULL,
-    reason_ttl INTEGER,
-    PRIMARY KEY (scan_id, host, protocol, port)
-) WITHOUT ROWID""",
-    "closed": """CREATE TABLE closed (  -- closed ports, the bulk of a scan, as bitmaps:
-    scan_id INTEGER NOT NULL REFERENCES scan (id) ON DELETE CASCADE,
-    host TEXT NOT NULL,
-    protocol TEXT NOT NULL,
-    block INTEGER NOT NULL,        -- ports block * 256 ... block * 256 + 255
-    reason TEXT NOT NULL,
-    bits BLOB NOT NULL,            -- 32 bytes, little-endian: bit i is port block*256+i
-    n INTEGER NOT NULL,            -- bits set
-    PRIMARY KEY (scan_id, host, protocol, block, reason)
-) WITHOUT ROWID""",
-}
-# What a schema 1 or 2 file must have before it is migrated (their ``closed`` differs).
-_REQUIRED = {
-    "scan": {"id", "args", "config", "status", "probes_planned", "n_closed"},
-    "result": {"scan_id", "host", "protocol", "port", "state", "reason"},
-    "closed": {"scan_id", "host", "protocol", "reason"},
-}
 _COLUMNS = "host, protocol, port, state, reason, rtt, tries, reason_ttl"
 _COUNTS = {State.OPEN: "n_open", State.CLOSED: "n_closed", State.FILTERED: "n_filtered"}
 _SQLITE_BUSY = 5
@@ -203,8 +157,8 @@ def _translated(path: Path) -> Iterator[None]:
 def _connect(path: Path, mode: str) -> sqlite3.Connection:
     uri = path.resolve().as_uri() + f"?{mode}"
     db = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None)
-    db.create_function("ps_or", 2, _or_bits, deterministic=True)
-    db.create_function("ps_count", 1, _count_bits, deterministic=True)
+    db.create_function("ps_or", 2, or_bits, deterministic=True)
+    db.create_function("ps_count", 1, count_bits, deterministic=True)
     return db
 
 
@@ -291,7 +245,7 @@ class Store:
             if readonly:
                 raise StoreError(f"'{path}' is an empty database, not a portscout history")
             db.execute("PRAGMA journal_mode=WAL")
-            schema = "; ".join(_TABLES.values())
+            schema = "; ".join(TABLES.values())
             db.executescript(  # one transaction: the id is set only with the whole schema
                 f"BEGIN IMMEDIATE; {schema}; PRAGMA application_id={APPLICATION_ID};"
                 f" PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
@@ -302,10 +256,10 @@ class Store:
         elif version > SCHEMA_VERSION:
             raise StoreError(f"'{path}' has schema {version}, newer than this portscout's")
         else:
-            _check_tables(db, path)
+            check_tables(db, path)
             if not readonly:
                 if version < SCHEMA_VERSION:  # before WAL: a failed one changes no byte
-                    _migrate(db, path)
+                    migrate(db, path)
                     version = SCHEMA_VERSION
                 db.execute("PRAGMA journal_mode=WAL")
         if not readonly:
@@ -355,7 +309,7 @@ class Store:
         """Record a new scan as 'running', holding its lock; returns its id."""
         row = (
             json.dumps(list(meta.args)), json.dumps(dict(config)), meta.engine,
-            meta.scan_type, json.dumps(_runs(meta.ports)), str(meta.key), meta.version,
+            meta.scan_type, json.dumps(runs(meta.ports)), str(meta.key), meta.version,
             json.dumps({str(a): n for a, n in meta.hostnames.items()}), meta.started,
             ScanStatus.RUNNING.value, os.getpid(), min(planned, MAX_SCAN_ID),
         )  # fmt: skip
@@ -415,11 +369,11 @@ class Store:
         rows = []
         closed: dict[tuple[str, str, str, int], int] = defaultdict(int)
         for group in closed_ports:
-            _set_bits(closed, str(group.host), group.protocol, group.reason, group.ports)
+            set_bits(closed, str(group.host), group.protocol, group.reason, group.ports)
             counts[State.CLOSED] += len(group.ports)
         for r in results:
             if r.state is State.CLOSED:
-                _set_bits(closed, str(r.host), r.protocol, r.reason, (r.port,))
+                set_bits(closed, str(r.host), r.protocol, r.reason, (r.port,))
             else:
                 rows.append((scan_id, str(r.host), r.protocol.value, r.port, r.state.value,
                              r.reason.value, r.rtt, r.tries, r.reason_ttl))  # fmt: skip
@@ -430,7 +384,7 @@ class Store:
                 "INSERT INTO closed (scan_id, host, protocol, block, reason, bits, n)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
                 " bits = ps_or(bits, excluded.bits), n = ps_count(ps_or(bits, excluded.bits))",
-                [(scan_id, host, proto, block, reason, _bits(value), value.bit_count())
+                [(scan_id, host, proto, block, reason, bits_of(value), value.bit_count())
                  for (host, proto, reason, block), value in closed.items()],
             )  # fmt: skip
             self._db.execute(
@@ -490,7 +444,7 @@ class Store:
         try:
             meta = ScanMeta(
                 args=tuple(json.loads(args)), scan_type=scan_type, engine=engine,
-                ports=tuple(_unrun(json.loads(ports))), started=started, version=version,
+                ports=tuple(unrun(json.loads(ports))), started=started, version=version,
                 key=int(key),
                 hostnames={ip_address(a): n for a, n in json.loads(hostnames).items()},
             )  # fmt: skip
@@ -533,11 +487,11 @@ class Store:
         if self._version >= 3:
             sql = "SELECT host, protocol, reason, block, bits FROM closed WHERE scan_id = ?"
             for host, protocol, reason, block, bits in self._run(sql, (scan_id,)):
-                yield host, protocol, reason, _ports_of(block, bits)
+                yield host, protocol, reason, ports_of(block, bits)
             return
         sql = "SELECT host, protocol, reason, ports FROM closed WHERE scan_id = ?"
         for host, protocol, reason, ports in self._run(sql, (scan_id,)):
-            yield host, protocol, reason, _unpack(ports)
+            yield host, protocol, reason, unpack(ports)
 
     def done_probes(self, scan_id: int) -> frozenset[Probe]:
         """The probes a scan has answered: what a resume must not send again."""
@@ -548,48 +502,6 @@ _SCAN_COLUMNS = (
     "id, args, config, engine, scan_type, ports, key, version, hostnames, started, finished,"
     " status, pid, runs, probes_planned, probes_sent, n_open, n_closed, n_filtered"
 )
-
-
-def _check_tables(db: sqlite3.Connection, path: Path) -> None:
-    """Refuse a file that says it is ours but lacks a table or column we read."""
-    for table, needed in _REQUIRED.items():
-        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if not columns:
-            raise StoreError(f"history database '{path}' is damaged: no table '{table}'")
-        if needed - columns:
-            raise StoreError(
-                f"history database '{path}' is damaged: table '{table}' lacks"
-                f" {', '.join(sorted(needed - columns))}"
-            )
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Schema 1 or 2 -> 3 in one transaction: closed ports become bitmaps (all or none)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        _check_tables(db, path)  # again, under the lock: another process may have migrated
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
-            merged: dict[tuple[int, str, str, str, int], int] = defaultdict(int)
-            old = db.execute("SELECT scan_id, host, protocol, reason, ports FROM closed")
-            for scan_id, host, protocol, reason, ports in old:
-                for port in _unpack(ports):
-                    merged[(scan_id, host, protocol, reason, port // BLOCK)] |= 1 << (port % BLOCK)
-            db.execute("DROP TABLE closed")
-            db.execute(_TABLES["closed"])
-            db.executemany(
-                "INSERT INTO closed (scan_id, host, protocol, reason, block, bits, n)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(*key, _bits(value), value.bit_count()) for key, value in merged.items()],
-            )
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        db.execute("COMMIT")
-    except (ValueError, TypeError) as exc:
-        db.execute("ROLLBACK")
-        raise StoreError(f"history database '{path}' is damaged, not migrated: {exc}") from exc
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def done_probes(results: Iterable[Result]) -> frozenset[Probe]:
@@ -619,151 +531,3 @@ def diff_scans(store: Store, a_id: int, b_id: int) -> ScanDiff:
     return compare(
         DiffSide(a.id, a.meta), store.results(a.id), DiffSide(b.id, b.meta), store.results(b.id)
     )
-
-
-class Recorder:
-    """Buffers a running scan's results and commits them every ``interval`` seconds.
-
-    Call ``add`` with each batch, empty ones included (they are the clock tick), and
-    ``close`` at the end; ``clock`` is monotonic seconds. The history never stops the
-    scan: while another process holds the write lock the batch waits for the next
-    commit; any other failure is logged once, recording stops, and ``failure`` says why
-    (the command then exits 1 once its outputs are complete).
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        scan_id: int,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        interval: float = COMMIT_SECONDS,
-        max_rows: int = COMMIT_ROWS,
-    ) -> None:
-        self.store = store
-        self.scan_id = scan_id
-        self.failure: str | None = None
-        self._clock = clock
-        self._interval = interval
-        self._max_rows = max_rows
-        self._buffer: list[Result] = []
-        self._closed: list[ClosedPorts] = []
-        self._closed_count = 0
-        self._sent = 0
-        self._committed = clock()
-
-    def add(
-        self, results: Iterable[Result], sent: int = 0, closed_ports: Iterable[ClosedPorts] = ()
-    ) -> None:
-        """Buffer results, closed ports (and the count of probes ``sent`` for them);
-        commit when due."""
-        if self.failure is not None:
-            return
-        self._buffer.extend(results)
-        for group in closed_ports:
-            self._closed.append(group)
-            self._closed_count += len(group.ports)
-        self._sent += sent
-        due = self._clock() - self._committed >= self._interval
-        buffered = len(self._buffer) + self._closed_count
-        if buffered >= self._max_rows or (due and (buffered or self._sent)):
-            self.flush(wait=buffered >= 50 * self._max_rows)  # a lock held too long: wait
-
-    def flush(self, *, wait: bool = True) -> None:
-        """Commit what is buffered; without ``wait``, a locked database keeps it for later."""
-        if self.failure is not None:
-            return
-        if self._buffer or self._closed or self._sent:
-            try:
-                self.store.wait_for_lock(BUSY_SECONDS if wait else SCAN_BUSY_SECONDS)
-                self.store.insert(self.scan_id, self._buffer, self._sent, self._closed)
-            except StoreBusyError as exc:
-                if wait:
-                    self._fail(exc)
-                log.debug("%s: keeping %d results for the next commit", exc, len(self._buffer))
-                self._committed = self._clock()
-                return
-            except StoreError as exc:
-                self._fail(exc)
-                return
-        self._buffer, self._closed, self._closed_count, self._sent = [], [], 0, 0
-        self._committed = self._clock()
-
-    def _fail(self, exc: StoreError) -> None:
-        self.failure = str(exc)
-        self._buffer, self._closed, self._closed_count, self._sent = [], [], 0, 0
-        log.warning("%s; the scan goes on without recording", exc)
-
-    def close(self, status: ScanStatus, finished: float) -> None:
-        """Commit the rest and the scan's end; a failure is kept in ``failure``."""
-        self.flush()
-        if self.failure is not None:
-            return
-        try:
-            self.store.wait_for_lock(BUSY_SECONDS)
-            self.store.end(self.scan_id, status, finished)
-        except StoreError as exc:
-            self._fail(exc)
-
-
-def _set_bits(
-    into: dict[tuple[str, str, str, int], int],
-    host: str,
-    protocol: Protocol,
-    reason: Reason,
-    ports: Iterable[int],
-) -> None:
-    for port in ports:
-        into[(host, protocol.value, reason.value, port // BLOCK)] |= 1 << (port % BLOCK)
-
-
-def _bits(value: int) -> bytes:
-    return value.to_bytes(_BLOCK_BYTES, "little")
-
-
-def _or_bits(a: bytes, b: bytes) -> bytes:
-    return _bits(int.from_bytes(a, "little") | int.from_bytes(b, "little"))
-
-
-def _count_bits(a: bytes) -> int:
-    return int.from_bytes(a, "little").bit_count()
-
-
-def _ports_of(block: int, bits: bytes) -> Iterator[int]:
-    if len(bits) != _BLOCK_BYTES or not 0 <= block < 65536 // BLOCK:
-        raise ValueError(f"closed-ports bitmap of block {block} is malformed")
-    value, base = int.from_bytes(bits, "little"), block * BLOCK
-    while value:
-        low = value & -value
-        yield base + low.bit_length() - 1
-        value ^= low
-
-
-def _runs(ports: Iterable[int]) -> list[list[int]]:
-    """Sorted ports as ``[first, last]`` runs: a full range is one pair, not 65535 numbers."""
-    ordered = sorted(set(ports))
-    if not ordered:
-        return []
-    if ordered[-1] - ordered[0] + 1 == len(ordered):  # one run: the usual port list
-        return [[ordered[0], ordered[-1]]]
-    breaks = [i for i in range(1, len(ordered)) if ordered[i] != ordered[i - 1] + 1]
-    firsts = [0, *breaks]
-    lasts = [*(i - 1 for i in breaks), len(ordered) - 1]
-    return [[ordered[a], ordered[b]] for a, b in zip(firsts, lasts, strict=True)]
-
-
-def _unpack(stored: bytes | str) -> Iterable[int]:
-    """Closed ports of schema 2 (packed 16-bit) or schema 1 (JSON runs)."""
-    if isinstance(stored, str):
-        return _unrun(json.loads(stored))
-    if len(stored) % 2:
-        raise ValueError("packed ports of odd length")
-    packed = array("H", stored)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed
-
-
-def _unrun(runs: Iterable[Sequence[int]]) -> Iterator[int]:
-    for first, last in runs:
-        yield from range(first, last + 1)
