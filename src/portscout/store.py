@@ -220,10 +220,11 @@ class Store:
                 return cls(db, where, ScanLocks(where, writable=False), version)
             except StoreError as exc:
                 db.close()
-                cannot_open = isinstance(exc.__cause__, sqlite3.OperationalError) and (
-                    getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF == 14  # CANTOPEN
+                # No -shm can be made (CANTOPEN, or READONLY_CANTINIT): nothing to share.
+                cannot_share = isinstance(exc.__cause__, sqlite3.OperationalError) and (
+                    getattr(exc.__cause__, "sqlite_errorcode", 0) & 0xFF in (8, 14)
                 )
-                if not cannot_open or wal.exists() or "immutable" in mode:
+                if not cannot_share or wal.exists() or "immutable" in mode:
                     raise
             except BaseException:
                 db.close()
