@@ -416,7 +416,7 @@ def run_scan(
     store: Store | None = None,
     resume: StoredScan | None = None,
     prior: Sequence[Result] = (),
-    resolver: Resolver = system_resolver,
+    resolver: Resolver | None = None,
 ) -> int:
     """Run one scan (or the rest of ``resume``, which found ``prior``) with its writers,
     its history record in ``store`` and its progress monitors; returns the exit code.
@@ -428,7 +428,7 @@ def run_scan(
     # Closed ports of a scan split over processes come as compact per-host groups: the
     # outputs need them per host ("Not shown: 995 closed"), a resume needs them recorded.
     config = dataclasses.replace(config, keep_closed=False, record_closed=True)
-    recording = RecordingResolver(resolver)
+    recording = RecordingResolver(resolver or system_resolver)
     scan = Scan(config, resolver=recording)
     estimate = scan.estimated_seconds()
     if estimate > 3600:

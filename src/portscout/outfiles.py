@@ -111,14 +111,17 @@ def guarded(inner: TextIO, name: str, faults: Faults, *, owns: bool = True) -> T
 
 
 def _identity(path: str) -> tuple[str, object] | None:
-    """What names a file: (device, inode) when it exists, else its resolved path.
+    """What names a file: (device, inode) when it exists, else its path (its directory
+    resolved); a link to a regular file is its own path, as the link is what is replaced.
     ``None`` for character devices, which any number of outputs may share."""
+    named = ("path", os.path.join(os.path.realpath(os.path.dirname(path) or "."),
+                                  os.path.basename(path)))  # fmt: skip
     try:
         info = os.stat(path)
-    except FileNotFoundError:
-        return ("path", os.path.realpath(path))
+        if os.path.islink(path) and stat.S_ISREG(info.st_mode):
+            return named  # a link to a file is replaced, not written through
     except OSError:
-        return ("path", os.path.realpath(path))
+        return named
     if stat.S_ISCHR(info.st_mode):
         return None
     return ("inode", (info.st_dev, info.st_ino))
