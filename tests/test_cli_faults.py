@@ -33,8 +33,10 @@ def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 
 def _stored(db: Path) -> dict[int, str]:
-    out = _run(["show", "1", "--db", str(db), "-oJ", "-", "-q"]).stdout
-    return {json.loads(line)["port"]: json.loads(line)["state"] for line in out.splitlines()}
+    """Port -> state of scan 1, every port (--no-fold), host records skipped."""
+    out = _run(["show", "1", "--db", str(db), "-oJ", "-", "--no-fold", "-q"]).stdout
+    records = [json.loads(line) for line in out.splitlines()]
+    return {r["port"]: r["state"] for r in records if "port" in r}
 
 
 _LOCKER = textwrap.dedent("""
@@ -119,7 +121,8 @@ def test_full_disk_keeps_the_scan(tmp_path: Path) -> None:
     assert "exit=1" in proc.stdout, proc.stdout + proc.stderr
     assert "7001/tcp" in proc.stdout
     assert proc.stderr.count("the disk is full") == 2, proc.stderr  # the warning, the end
-    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 21
+    lines = (tmp_path / "o.jsonl").read_text().splitlines()
+    assert sum('"port"' in line for line in lines) == 21  # and the host's record
 
 
 def test_dev_full_is_one_line_and_the_history_keeps_the_scan(tmp_path: Path) -> None:
@@ -175,22 +178,29 @@ def test_outputs_replace_a_link_never_its_target(tmp_path: Path) -> None:
     A later output that cannot be opened removes the earlier ones (nothing half made)."""
     victim = tmp_path / "victim"
     victim.write_text("keep me\n")
-    for name in ("scan.xml", "scan.jsonl"):
+    names = ("scan.xml", "scan.jsonl", "scan.nmap")
+    for name in names:
         (tmp_path / name).symlink_to(victim)
-    out = [str(tmp_path / "scan.xml"), str(tmp_path / "scan.jsonl")]
-    assert main(["127.0.0.1", "-p", "1", "--no-db", "-oX", out[0], "-oJ", out[1], "-q"]) == 0
+    out = [str(tmp_path / name) for name in names]
+    argv = ["-oX", out[0], "-oJ", out[1], "-oN", out[2], "-q"]
+    assert main(["127.0.0.1", "-p", "1", "--no-db", *argv]) == 0
     assert victim.read_text() == "keep me\n"
     assert not any(Path(p).is_symlink() for p in out)
     assert "</nmaprun>" in Path(out[0]).read_text()
-    fresh = [str(tmp_path / "new.xml"), str(tmp_path / "new.jsonl")]
-    argv = ["-oX", fresh[0], "-oJ", fresh[1], "--csv", str(tmp_path / "no" / "dir.csv")]
+    assert Path(out[2]).read_text().splitlines()[-1].startswith("# portscout done at")
+    fresh = [str(tmp_path / "new.xml"), str(tmp_path / "new.jsonl"), str(tmp_path / "new.nmap")]
+    argv = ["-oX", fresh[0], "-oJ", fresh[1], "-oN", fresh[2]]
+    argv += ["--csv", str(tmp_path / "no" / "dir.csv")]
     assert main(["127.0.0.1", "-p", "1", "--no-db", *argv]) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.jsonl", "scan.xml", "victim"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*sorted(names), "victim"]
 
 
-def test_grepable_header_escapes_the_command_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", ["-oG", "-oN"])
+def test_text_header_escapes_the_command_line(tmp_path: Path, option: str) -> None:
+    """A newline in a file name does not start a line of its own in grepable or normal
+    output (whose header repeats the command line)."""
     name = str(tmp_path / "x\nHost: 6.6.6.6 ()\tStatus: Up")
-    assert main(["127.0.0.1", "-p", "1", "--no-db", "-oG", name, "-q"]) == 0
+    assert main(["127.0.0.1", "-p", "1", "--no-db", option, name, "-q"]) == 0
     lines = Path(name).read_text().splitlines()
     assert not any(line.startswith("Host: 6.6.6.6") for line in lines)
     assert "x\\nHost: 6.6.6.6 ()\\tStatus: Up" in lines[0]
@@ -266,9 +276,10 @@ def _wait_for(predicate: object, seconds: float = 20) -> None:
 def test_stop_signal_while_scanning_is_ctrl_c(tmp_path: Path, sig: signal.Signals) -> None:
     """SIGTERM/SIGHUP mid-scan: sending stops, the XML is whole, the table printed, the
     scan recorded interrupted and resumable; exit 128 + signal."""
-    db, xml = tmp_path / "h.db", tmp_path / "s.xml"
+    db, xml, normal = tmp_path / "h.db", tmp_path / "s.xml", tmp_path / "s.nmap"
     with nft_rules("tcp dport { 20-30, 60-70, 100-110 } drop"):
-        proc = subprocess.Popen([*PORTSCOUT, *SLOW, "--db", str(db), "-oX", str(xml)],
+        proc = subprocess.Popen([*PORTSCOUT, *SLOW, "--db", str(db), "-oX", str(xml),
+                                 "-oN", str(normal)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)  # fmt: skip
         _wait_for(lambda: db.exists() and _count(db) >= 20)
@@ -278,6 +289,7 @@ def test_stop_signal_while_scanning_is_ctrl_c(tmp_path: Path, sig: signal.Signal
     assert "Traceback" not in err
     assert "interrupted" in out
     assert "</nmaprun>" in xml.read_text()
+    assert "# portscout scan interrupted" in normal.read_text()
     listed = json.loads(_run(["history", "--db", str(db), "--json"]).stdout)
     assert listed[0]["status"] == "interrupted"
     resumed = _run(["resume", "1", "--db", str(db), "-q"])

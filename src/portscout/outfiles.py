@@ -1,6 +1,7 @@
 """The files a scan writes to: opened safely, written without ever raising, put in place whole.
 
-Owns the file side of ``-oX``/``-oG``/``-oJ``/``--csv``/``-oA`` (the writers only format):
+Owns the file side of ``-oN``/``-oX``/``-oG``/``-oJ``/``--csv``/``-oA`` (the writers only
+format; ``output.session`` wires them to these streams):
 
 * Two outputs, or an output and the history database, that are one file are refused
   before anything is opened (device and inode; the path when it does not exist yet):
