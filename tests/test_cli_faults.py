@@ -224,6 +224,28 @@ def test_bad_input_is_quoted_bounded_and_escaped(
     assert main(["-iL", str(bom), "-p", "1", "--no-db", "-q"]) == 0
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["127.0.0.1", "-p", "1", "--no-db", "-oJ", "a\0b"],
+        ["127.0.0.1", "-p", "1", "--db", "h\0.db"],
+        ["show", "1", "--db", "h\0.db"],
+        ["-iL", "t\0.txt", "-p", "1", "--no-db"],
+        ["127.0.0.1", "-p", "1", "--no-db", "--exclude-file", "x\0"],
+    ],
+)
+def test_a_nul_byte_in_a_file_name_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No file name can hold a NUL byte (the OS calls raise ValueError): one escaped line,
+    exit 2, before anything is opened or sent."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "\\x00" in err
+    assert "\0" not in err
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**200), "0x"])
 def test_seed_out_of_range_is_a_usage_error(seed: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["127.0.0.1", "-p", "1", "--no-db", "--seed", seed]) == 2
@@ -297,6 +319,13 @@ def test_stop_signal_while_scanning_is_ctrl_c(tmp_path: Path, sig: signal.Signal
     assert len(_stored(db)) == 140
 
 
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (SigCgt in /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:"))[7:], 16)
+    return bool(caught >> (sig - 1) & 1)
+
+
 def _count(db: Path) -> int:
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
@@ -310,7 +339,8 @@ def test_stop_signal_while_reading_targets(tmp_path: Path, sig: signal.Signals) 
     """Parsing: blocked on ``-iL -`` (stdin open, nothing sent): one line, 128 + signal."""
     proc = subprocess.Popen([*PORTSCOUT, "-iL", "-", "--db", str(tmp_path / "h.db")],
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(1.0)  # the interpreter starts and blocks reading
+    _wait_for(lambda: _catches(proc.pid, signal.SIGTERM))  # portscout's handlers are in (a
+    time.sleep(0.2)  # loaded machine may take over a second to start), then it blocks reading
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + sig, err

@@ -17,7 +17,8 @@ from portscout.cli import main
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("isolated")]
 
-DB = str(Path(tempfile.mkdtemp(prefix="portscout-fuzz-")) / "h.db")
+WORK = Path(tempfile.mkdtemp(prefix="portscout-fuzz-"))  # relative outputs (-oA 127.0.0.1)
+DB = str(WORK / "h.db")
 WORDS = [
     "127.0.0.1", "::1", "127.0.0.1/31", "198.18.0.300", "-p", "1-3", "90-80", "70000", "-",
     "--top-ports", "0", "-1", "99999999999999999999999", "--seed", str(2**200), "-oJ", "-oX",
@@ -36,7 +37,7 @@ def test_generated_command_lines(argv: list[str]) -> None:
         return
     argv = [*argv, "--max-retries", "0", "--timeout", "50ms"] if argv[:1] != ["history"] else argv
     err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), contextlib.chdir(WORK):
         try:
             code = main(argv)
         except SystemExit as exc:  # --help / --version

@@ -129,7 +129,12 @@ def _identity(path: str) -> tuple[str, object] | None:
 
 
 def refuse_shared(outputs: Sequence[tuple[str, str]], database: str | None) -> None:
-    """UsageError if two outputs, or an output and ``database``, are the same file."""
+    """UsageError if two outputs, or an output and ``database``, are the same file, or
+    if a name holds a NUL byte (no file can have it: the OS calls refuse it)."""
+    named = [*outputs, *([("--db", database)] if database is not None else [])]
+    for option, path in named:
+        if "\0" in path:
+            raise UsageError(f"{option} '{printable(path)}': a file name cannot hold a NUL byte")
     seen: dict[tuple[str, object], str] = {}
     if database is not None:
         key = _identity(database)
