@@ -5,6 +5,7 @@ inside the test session's private network namespace."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -317,6 +318,53 @@ def test_stop_signal_while_scanning_is_ctrl_c(tmp_path: Path, sig: signal.Signal
     resumed = _run(["resume", "1", "--db", str(db), "-q"])
     assert resumed.returncode == 0, resumed.stderr
     assert len(_stored(db)) == 140
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc/*/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_ends_the_scan_and_its_workers(tmp_path: Path, sig: signal.Signals) -> None:
+    """A scan split over worker processes: the command leaves with 128 + signal within
+    seconds, and no worker outlives it (forked with the command's stop handlers, they
+    caught terminate() and the parent-death signal and scanned on)."""
+    argv = ["127.0.0.1", "-p", "1-65535", "-Pn", "--max-rate", "2000", "--processes", "2"]
+    with (tmp_path / "err").open("w") as err:
+        proc = subprocess.Popen([*PORTSCOUT, *argv, "--db", str(tmp_path / "h.db"), "-q"],
+                                stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+        _wait_for(lambda: len(_children(proc.pid)) == 2)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+            _wait_for(lambda: not any(_alive(pid) for pid in workers), seconds=5)
+            survivors = [pid for pid in workers if _alive(pid)]
+        finally:
+            for pid in workers:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)  # the test leaves no process behind
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 128 + sig, (tmp_path / "err").read_text()
+    assert survivors == []
 
 
 def _catches(pid: int, sig: signal.Signals) -> bool:
