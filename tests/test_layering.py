@@ -14,7 +14,7 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "portscout"
 
 CORE = {"_version", "errors", "results", "targets", "ports", "permutation", "plan", "packets",
-        "timing", "host_timing", "schedule", "services"}  # fmt: skip
+        "timing", "host_timing", "schedule", "services", "diff"}  # fmt: skip
 # Standard-library modules that mean I/O or concurrency: not in the core.
 IO_MODULES = {"socket", "_socket", "asyncio", "threading", "sqlite3", "subprocess",
               "multiprocessing", "selectors", "select", "random", "time"}  # fmt: skip
@@ -22,12 +22,18 @@ IO_MODULES = {"socket", "_socket", "asyncio", "threading", "sqlite3", "subproces
 ALLOWED: dict[str, set[str] | None] = {
     "core": CORE,
     "engines": CORE | {"engines"},
-    "output": {"results", "errors", "_version", "output"},
+    "output": {"results", "errors", "_version", "output", "diff"},
     "lab": {"lab"},
-    "store": CORE,
+    "store": CORE | {"store_files", "store_schema"},
+    "store_schema": CORE,  # the SQL and the closed-ports encodings
+    "recorder": CORE | {"store"},
+    "store_files": {"errors"},  # the history's files: stdlib and errors only
+    "history_config": CORE | {"scanner"},  # ScanConfig <-> the JSON the history keeps
+    "outfiles": {"errors", "results"},  # output files: stdlib and errors only
     "scanner": CORE | {"engines"},
     "demo": CORE | {"lab", "output", "scanner", "engines"},
     "cli": None,  # the top: may import anything
+    "history_cli": None,  # the history commands, beside cli (imported by cli.main)
     "__main__": {"_entry"},
     "_entry": {"cli"},
     "__init__": CORE | {"scanner"},

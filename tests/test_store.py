@@ -3,6 +3,7 @@ commits on a fake clock, diffs, the progress monitors."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -16,23 +17,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portscout.cli import config_from_record, config_record, main
+from portscout.cli import main
 from portscout.errors import StoreError
+from portscout.history_config import config_from_record, config_record
+from portscout.output.ndiff import diff_text
 from portscout.output.progress import LiveProgress, StatsLines, clock_text
 from portscout.plan import Probe
+from portscout.recorder import Recorder
 from portscout.results import ClosedPorts, Reason, Result, ScanMeta, State
 from portscout.scanner import Scan, ScanConfig
 from portscout.store import (
     APPLICATION_ID,
-    Recorder,
     ScanStatus,
     Store,
-    _runs,
-    _unrun,
     default_path,
     diff_scans,
     rebuild_report,
 )
+from portscout.store_schema import runs, unrun
 from portscout.timing import TimingPolicy
 
 LOCAL = IPv4Address("127.0.0.1")
@@ -239,7 +241,7 @@ def test_diff_text_and_json(tmp_path: Path) -> None:
         "hosts_up": 1, "hosts_down": 1, "opened": 1, "closed": 1, "filtered": 2, "gone": 0,
     }  # fmt: skip
     json.dumps(data)
-    text = diff.text({80: "http", 443: "https"})
+    text = diff_text(diff, {80: "http", 443: "https"})
     assert text.splitlines()[0].startswith("-portscout 0.1.0 scan 1 initiated")
     assert text.splitlines()[1].startswith("+portscout 0.1.0 scan 2 initiated")
     host = text.split(" localhost (127.0.0.1):\n")[1].split("\n\n")[0]
@@ -261,7 +263,7 @@ def test_config_record_rebuilds_the_config() -> None:
         max_in_flight=10, workers=5, rate=100.0, processes=1, key=12345, randomize=False,
         args=("portscout", "x"),
     )  # fmt: skip
-    record = json.loads(json.dumps(config_record(Scan(config))))
+    record = json.loads(json.dumps(config_record(Scan(config), {})))
     done = frozenset({Probe(LOCAL, 22)})
     back = config_from_record(record, done)
     assert back.done == done
@@ -308,29 +310,119 @@ def test_live_progress_prints_open_ports() -> None:
 @given(st.sets(st.integers(0, 65535), max_size=300))
 def test_closed_port_runs_round_trip(ports: set[int]) -> None:
     """Runs give back exactly the ports, and no two runs touch (each is maximal)."""
-    runs = _runs(ports)
-    assert list(_unrun(runs)) == sorted(ports)
-    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(runs))
+    found = runs(ports)
+    assert list(unrun(found)) == sorted(ports)
+    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(found))
 
 
-def test_closed_ports_as_groups_and_schema_1_rows(tmp_path: Path) -> None:
+def test_closed_ports_as_groups_are_stored_once(tmp_path: Path) -> None:
     """Closed ports arrive as results or as ``ClosedPorts`` groups and come back the same;
-    rows written by schema 1 (JSON runs) still read after the upgrade to schema 2."""
+    a port offered twice (two commits, two processes) is stored once: the bitmaps merge."""
     path = tmp_path / "h.db"
     with Store.open(path) as store:
         scan_id = store.begin(_meta(), {"targets": ["127.0.0.1"]}, planned=7)
-        group = ClosedPorts(LOCAL, Reason.RESET, array("H", [9, 7, 65535]))
+        group = ClosedPorts(LOCAL, Reason.RESET, array("H", [9, 7, 65535, 256]))
         store.insert(scan_id, [_result(22, State.OPEN), _result(8, State.CLOSED)], 5, [group])
+        store.insert(scan_id, [_result(22, State.OPEN)], 0, [group])  # again: no copies
         store.end(scan_id, ScanStatus.DONE, 1.7e9 + 2)
-    with sqlite3.connect(path) as db:  # make it look written by schema 1
-        db.execute("UPDATE closed SET ports = '[[1,3],[5,5]]', n = 4 WHERE n = 1")
-        db.execute("PRAGMA user_version = 1")
+        results = store.results(scan_id)
+        assert store.load(scan_id).counts[State.CLOSED] == 5
+    assert [(r.port, r.state) for r in results] == [
+        (7, State.CLOSED), (8, State.CLOSED), (9, State.CLOSED), (22, State.OPEN),
+        (256, State.CLOSED), (65535, State.CLOSED),
+    ]  # fmt: skip
+
+
+# The schema 2 layout as portscout 0.1 wrote it (closed ports packed or as JSON runs).
+_SCHEMA_2 = """
+CREATE TABLE scan (id INTEGER PRIMARY KEY, args TEXT NOT NULL, config TEXT NOT NULL,
+    engine TEXT NOT NULL, scan_type TEXT NOT NULL, ports TEXT NOT NULL, key TEXT NOT NULL,
+    version TEXT NOT NULL, hostnames TEXT NOT NULL, started REAL NOT NULL, finished REAL,
+    status TEXT NOT NULL, pid INTEGER, runs INTEGER NOT NULL DEFAULT 1,
+    probes_planned INTEGER NOT NULL, probes_sent INTEGER NOT NULL DEFAULT 0,
+    n_open INTEGER NOT NULL DEFAULT 0, n_closed INTEGER NOT NULL DEFAULT 0,
+    n_filtered INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE result (scan_id INTEGER NOT NULL REFERENCES scan (id) ON DELETE CASCADE,
+    host TEXT NOT NULL, protocol TEXT NOT NULL, port INTEGER NOT NULL, state TEXT NOT NULL,
+    reason TEXT NOT NULL, rtt REAL, tries INTEGER NOT NULL, reason_ttl INTEGER,
+    PRIMARY KEY (scan_id, host, protocol, port)) WITHOUT ROWID;
+CREATE TABLE closed (scan_id INTEGER NOT NULL REFERENCES scan (id) ON DELETE CASCADE,
+    host TEXT NOT NULL, protocol TEXT NOT NULL, reason TEXT NOT NULL, ports BLOB NOT NULL,
+    n INTEGER NOT NULL);
+INSERT INTO scan VALUES (1, '["portscout", "127.0.0.1"]', '{"targets": ["127.0.0.1"]}',
+    'async', 'connect', '[[1, 9]]', '7', '0.1.0', '{}', 1.7e9, 1.7e9, 'done', NULL, 1, 9, 9,
+    1, 6, 0);
+INSERT INTO result VALUES (1, '127.0.0.1', 'tcp', 4, 'open', 'syn-ack', 0.001, 1, NULL);
+INSERT INTO closed VALUES (1, '127.0.0.1', 'tcp', 'conn-refused', '[[1,3],[5,5]]', 4);
+INSERT INTO closed VALUES (1, '127.0.0.1', 'tcp', 'conn-refused', X'07000900', 2);
+"""
+
+
+def _schema_2(path: Path, *, closed_blob: bytes | None = None) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(_SCHEMA_2)
+    if closed_blob is not None:
+        db.execute("UPDATE closed SET ports = ? WHERE n = 2", (closed_blob,))
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute("PRAGMA user_version = 2")
+    db.close()
+
+
+def _user_version(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def test_older_schema_read_as_is_and_migrated_by_a_writer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """history/show/diff read a schema 2 file without changing a byte; a writing command
+    migrates it (closed ports to bitmaps) in one transaction, results unchanged."""
+    path = tmp_path / "h.db"
+    _schema_2(path)
+    before = _digest(path)
+    with Store.open(path, readonly=True) as store:
+        old = [(r.port, r.state) for r in store.results(1)]
+    assert old == [(1, State.CLOSED), (2, State.CLOSED), (3, State.CLOSED), (4, State.OPEN),
+                   (5, State.CLOSED), (7, State.CLOSED), (9, State.CLOSED)]  # fmt: skip
+    for argv in (["history"], ["show", "1", "-q"], ["diff", "1", "1"]):
+        assert main([*argv, "--db", str(path)]) == 0, capsys.readouterr().err
+    assert _digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.db"]
     with Store.open(path) as store:
-        closed = sorted(r.port for r in store.results(scan_id) if r.state is State.CLOSED)
-        assert store.load(scan_id).probes_sent == 5
-    assert closed == [1, 2, 3, 5, 7, 9, 65535]
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert [(r.port, r.state) for r in store.results(1)] == old
+        assert store.load(1).counts[State.CLOSED] == 6
+    assert _user_version(path) == 3
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        # A "v1" file with our id and no tables: refused, not bumped to v2 and then broken.
+        (lambda p: _bare_ours(p, 1), "no table 'scan'"),
+        # A damaged row stops the migration half-way: nothing of it stays.
+        (lambda p: _schema_2(p, closed_blob=b"\x01\x02\x03"), "odd length"),
+    ],
+)
+def test_migration_checks_first_and_is_all_or_nothing(
+    tmp_path: Path, make: object, message: str
+) -> None:
+    path = tmp_path / "h.db"
+    make(path)  # type: ignore[operator]
+    before = _digest(path)
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match=message) as info:
+            Store.open(path, readonly=readonly).results(1)
+        assert "\n" not in str(info.value)
+    assert _digest(path) == before
+    assert _user_version(path) in (1, 2)
+
+
+def _bare_ours(path: Path, version: int) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute(f"PRAGMA user_version = {version}")
+    db.close()
 
 
 def test_forget_deletes_scans_with_their_results(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
-"""The command line: ``portscout TARGETS [options]``, ``portscout demo`` and the history
-commands ``history``, ``show ID``, ``diff A B`` and ``resume ID``.
+"""The command line: ``portscout TARGETS [options]`` and ``portscout demo``; the history
+commands (``history``, ``show``, ``diff``, ``resume``, ``forget``) are ``history_cli``'s.
 
-Exit codes: 0 done, 1 the scan failed at run time, 2 bad usage (one line naming the bad
-value, never a traceback), 130 interrupted by Ctrl-C (results found so far are printed).
-All printing of the program lives here and in ``output/``.
+Exit codes: 0 done, 1 the scan failed at run time (or its history or an output did: the
+scan still ran to its end), 2 bad usage (one line naming the bad value, never a
+traceback), 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (results found so far are
+written and recorded as resumable), 141 when the reader of standard output went away.
+All printing of the program lives here, in ``history_cli`` and in ``output/``.
 """
 
 from __future__ import annotations
@@ -11,39 +13,44 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
+import re
+import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
 from portscout._version import __version__
 from portscout.engines import CONNECT_ENGINE, SYN_ENGINE, engine_names
-from portscout.errors import OptionError, PortscoutError, StoreError, UsageError
+from portscout.errors import Interrupted, OptionError, PortscoutError, StoreError, UsageError
+from portscout.history_config import RecordingResolver, config_record
+from portscout.outfiles import Faults, OutputFile, console, open_outputs, refuse_shared
 from portscout.output.progress import LiveProgress, Monitor, StatsLines
 from portscout.output.session import OutputOptions, Outputs, file_outputs
-from portscout.plan import HostGroup, Probe
+from portscout.plan import HostGroup
 from portscout.ports import service_names
-from portscout.results import IPAddress, Result, State
-from portscout.scanner import DEFAULT_HOSTGROUP, Scan, ScanConfig, drive
-from portscout.store import (
-    Recorder,
-    ScanStatus,
-    Store,
-    StoredScan,
-    default_path,
-    diff_scans,
-    rebuild_report,
+from portscout.recorder import Recorder
+from portscout.results import IPAddress, Report, Result, State, printable
+from portscout.scanner import (
+    DEFAULT_HOSTGROUP,
+    Scan,
+    ScanConfig,
+    deferred_signals,
+    drive,
+    stop_signals_raise,
+    system_resolver,
 )
-from portscout.targets import read_target_file
+from portscout.store import ScanStatus, Store, StoredScan, default_path
+from portscout.targets import Resolver, read_target_file
 from portscout.timing import TimingPolicy, parse_duration, parse_template
 
 log = logging.getLogger("portscout")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141: what cat's shell reports when the reader left
 COMMANDS = ("demo", "history", "show", "diff", "resume", "forget")
 
 
@@ -106,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("-F", dest="fast", action="store_true", help="the top 100 ports")
     pm.add_argument("-p-", dest="all_ports", action="store_true", help="all ports 1-65535")
     p.add_argument("-r", dest="ordered", action="store_true", help="scan in order, no shuffle")
-    p.add_argument("--seed", type=int, help="permutation key, for a repeatable probe order")
+    p.add_argument("--seed", type=_seed, help="permutation key, for a repeatable probe order")
     e = p.add_argument_group("engine")
     e.add_argument("--engine", default="auto", metavar="NAME", help=", ".join(engine_names()))
     e.add_argument("-sT", dest="engine", action=_ScanType, const=CONNECT_ENGINE,
@@ -122,17 +129,35 @@ def build_parser() -> argparse.ArgumentParser:
     add_service_options(p)
     add_timing_options(p)
     add_output_options(p)
-    history = p.add_argument_group("history and progress")
-    h = history.add_mutually_exclusive_group()
-    h.add_argument("--db", metavar="PATH", help=f"history database ({default_path()})")
-    h.add_argument("--no-db", action="store_true", help="do not record this scan")
-    history.add_argument("--stats-every", type=_duration("--stats-every"), metavar="TIME",
-                   help="print a status line to stderr every TIME (e.g. 10s)")  # fmt: skip
+    add_history_options(p, scan=True)
     # "-6" is an option, so argparse would take every negative number for one too and
     # "--max-retries -1" would lose its value: an exact option string still wins over a
     # number, so "-6" stays ours and "-1" goes back to being a value.
     p._has_negative_number_optionals.clear()
     return p
+
+
+def add_history_options(p: argparse.ArgumentParser, *, scan: bool) -> None:
+    """--db (and, for what scans, --stats-every and --no-db): one declaration for all."""
+    history = p.add_argument_group("history and progress")
+    h = history.add_mutually_exclusive_group()
+    h.add_argument("--db", metavar="PATH", help=f"history database ({default_path()})")
+    if not scan:
+        return
+    h.add_argument("--no-db", action="store_true", help="do not record this scan")
+    history.add_argument("--stats-every", type=_duration("--stats-every"), metavar="TIME",
+                   help="print a status line to stderr every TIME (e.g. 10s)")  # fmt: skip
+
+
+def _seed(text: str) -> int:
+    """A permutation key: 0 to 2**128 - 1 (what ``permutation`` accepts)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise OptionError(f"--seed must be an integer, got '{text}'") from None
+    if not 0 <= value < 2**128:
+        raise OptionError(f"--seed must be 0 to 2**128-1, got '{text}'")
+    return value
 
 
 def add_service_options(p: argparse.ArgumentParser) -> None:
@@ -278,28 +303,62 @@ def output_options(args: argparse.Namespace) -> OutputOptions:
     )
 
 
-def _open_outputs(
-    args: argparse.Namespace, files: contextlib.ExitStack, *, live: bool = False
-) -> Outputs:
-    """Open every file output (closed by ``files``) and build the writers over them."""
+@dataclasses.dataclass
+class OpenOutputs:
+    """A command's outputs, opened: the writers behind their ordering stage (``outputs``),
+    the files they write (``outfiles``: put in place whole at the end, removed on a
+    failure), every stream they write to, and what went wrong writing (``faults``).
+
+    Every stream is guarded: a failing one is recorded in ``faults``, never raised, so
+    that the scan, the other outputs and the history go on.
+    """
+
+    outputs: Outputs
+    files: list[OutputFile]
+    streams: list[TextIO]
+    faults: Faults
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+    def finish(self, report: Report) -> None:
+        """Every host left and each writer's end, then each file put in place."""
+        self.outputs.finish(report)
+        self.flush()
+        for output in self.files:
+            output.commit()
+
+    def discard(self) -> None:
+        for output in self.files:
+            output.discard()
+
+
+def open_writers(args: argparse.Namespace, *, live: bool = False) -> OpenOutputs:
+    """Open every file output and build the writers over them (UsageError if a file
+    cannot be opened: those opened before are removed). ``live``: a progress bar shows
+    what is found, so ``-v`` does not print it too."""
     options = output_options(args)
-    streams: list[tuple[str, TextIO]] = []
-    human: TextIO = sys.stderr if options.to_stdout else sys.stdout
-    for kind, path in options.files:
-        if path == "-":
-            streams.append((kind, sys.stdout))
-            continue
-        try:
-            # closed by the caller's ExitStack
-            stream = files.enter_context(open(path, "w", encoding="utf-8", newline=""))  # noqa: SIM115
-        except OSError as exc:
-            raise UsageError(f"cannot write '{path}': {exc.strerror}") from exc
-        streams.append((kind, stream))
-    named = not args.quiet or any(kind != "json" for kind, _ in options.files)
-    names = service_names() if named else {}  # only the JSON lines have no service names
-    reverse = _reverse_lookup if getattr(args, "reverse", False) else None
-    discovered = None if live else human
-    return Outputs(options, streams, human, names, discovered=discovered, reverse=reverse)
+    faults = Faults()
+    files = open_outputs([(kind, path) for kind, path in options.files if path != "-"], faults)
+    try:
+        stdout = console(sys.stdout, faults)
+        human = console(sys.stderr, faults) if options.to_stdout else stdout
+        opened = iter(files)
+        streams = [
+            (kind, stdout if path == "-" else next(opened).stream) for kind, path in options.files
+        ]
+        named = not args.quiet or any(kind != "json" for kind, _ in options.files)
+        names = service_names() if named else {}  # only the JSON lines have no service names
+        reverse = _reverse_lookup if getattr(args, "reverse", False) else None
+        discovered = None if live else human
+        outputs = Outputs(options, streams, human, names, discovered=discovered, reverse=reverse)
+    except BaseException:
+        for output in files:
+            output.discard()
+        raise
+    guarded = [output.stream for output in files] + [stdout, human]
+    return OpenOutputs(outputs, files, guarded, faults)
 
 
 def _reverse_lookup(address: IPAddress) -> str | None:
@@ -321,20 +380,27 @@ def _monitors(args: argparse.Namespace) -> list[Monitor]:
 
 
 def _recorder(
-    store: Store | None, scan: Scan, resume: StoredScan | None, prior: Sequence[Result]
-) -> Recorder | None:
-    """Record a new scan, or take up ``resume`` again (its report seeded with ``prior``)."""
+    store: Store | None,
+    scan: Scan,
+    resume: StoredScan | None,
+    prior: Sequence[Result],
+    resolved: Mapping[str, list[IPAddress]],
+) -> Recorder | str | None:
+    """The scan's recorder (a resume's scan is already claimed); the reason, if the
+    history could not begin it: the scan runs anyway."""
     if resume is not None:
         for result in prior:
             scan.report.add(result)
         scan.report.started = resume.meta.started  # probes: this run's, as planned
     if store is None:
         return None
-    if resume is None:
-        scan_id = store.begin(scan.meta, config_record(scan), scan.plan.size)
-    else:
-        store.reopen(resume.id)
-        scan_id = resume.id
+    if resume is not None:
+        return Recorder(store, resume.id)
+    try:
+        scan_id = store.begin(scan.meta, config_record(scan, resolved), scan.plan.size)
+    except StoreError as exc:
+        log.warning("%s; the scan goes on without recording", exc)
+        return str(exc)
     return Recorder(store, scan_id)
 
 
@@ -350,34 +416,41 @@ def run_scan(
     store: Store | None = None,
     resume: StoredScan | None = None,
     prior: Sequence[Result] = (),
+    resolver: Resolver | None = None,
 ) -> int:
     """Run one scan (or the rest of ``resume``, which found ``prior``) with its writers,
-    its history record in ``store`` and its progress monitors; returns the exit code."""
+    its history record in ``store`` and its progress monitors; returns the exit code.
+
+    A stop signal ends the sending (``drive``); one that arrives while the outputs are
+    being finished waits for them. Faults of the history and of an output are reported
+    once the outputs are complete, and make the exit code 1.
+    """
     # Closed ports of a scan split over processes come as compact per-host groups: the
     # outputs need them per host ("Not shown: 995 closed"), a resume needs them recorded.
     config = dataclasses.replace(config, keep_closed=False, record_closed=True)
-    scan = Scan(config)
+    recording = RecordingResolver(resolver or system_resolver)
+    scan = Scan(config, resolver=recording)
     estimate = scan.estimated_seconds()
     if estimate > 3600:
-        print(f"portscout: {scan.targets.size:,} addresses x {len(scan.ports):,} ports may take"
-              f" about {_long_duration(estimate)}; Ctrl-C stops it, 'resume' goes on",
-              file=sys.stderr)  # fmt: skip
+        _say(f"portscout: {scan.targets.size:,} addresses x {len(scan.ports):,} ports may take"
+             f" about {_long_duration(estimate)}; Ctrl-C stops it, 'resume' goes on")  # fmt: skip
     monitors = _monitors(args)
-    with contextlib.ExitStack() as files:
-        outputs = _open_outputs(
-            args, files, live=any(isinstance(m, LiveProgress) for m in monitors)
-        )
-        recorder = _recorder(store, scan, resume, prior)
-        outputs.start(scan.meta if resume is None else resume.meta)
-        outputs.add(prior)
-        connect_outputs(scan, outputs)
-        code, status = _drive_scan(scan, outputs, recorder, monitors)
-        outputs.finish(scan.report)
-        if recorder is not None and (status is not ScanStatus.DONE or not args.quiet):
-            again = f"; 'portscout resume {recorder.scan_id}' continues it" if code else ""
-            print(f"portscout: recorded as scan {recorder.scan_id} ({status}){again}",
-                  file=sys.stderr)  # fmt: skip
-    return code
+    opened = open_writers(args, live=any(isinstance(m, LiveProgress) for m in monitors))
+    try:
+        with deferred_signals() as late:
+            recorder = _recorder(store, scan, resume, prior, recording.answers)
+            opened.outputs.start(scan.meta if resume is None else resume.meta)
+            opened.outputs.add(prior)
+            connect_outputs(scan, opened.outputs)
+            active = recorder if isinstance(recorder, Recorder) else None
+            code, status = _drive_scan(scan, opened, active, monitors, late)
+            opened.finish(scan.report)
+            _epilogue(args, active, code, status)
+    except BaseException:
+        opened.discard()
+        raise
+    failure = recorder.failure if isinstance(recorder, Recorder) else recorder
+    return _exit_code(code, late, opened.faults, failure)
 
 
 def connect_outputs(scan: Scan, outputs: Outputs) -> None:
@@ -392,27 +465,71 @@ def connect_outputs(scan: Scan, outputs: Outputs) -> None:
     scan.on_group_done = group_done
 
 
+def _epilogue(
+    args: argparse.Namespace, recorder: Recorder | None, code: int, status: ScanStatus
+) -> None:
+    """What follows the outputs: the record's id (and how to go on with it)."""
+    shown = status is not ScanStatus.DONE or not args.quiet
+    if recorder is not None and recorder.failure is None and shown:
+        again = f"; 'portscout resume {recorder.scan_id}' continues it" if code else ""
+        _say(f"portscout: recorded as scan {recorder.scan_id} ({status}){again}")
+
+
+def _exit_code(code: int, late: Sequence[int], faults: Faults, failure: str | None) -> int:
+    """The exit code once everything is written; each fault said in one line."""
+    if faults.broken_pipe:
+        return EXIT_BROKEN_PIPE  # the reader went away: quietly, as cat does
+    for name, reason in faults.errors.items():
+        _say(f"portscout: error: cannot write '{name}': {reason}")
+        code = code or EXIT_FAILURE
+    if failure is not None:
+        _say(f"portscout: error: the scan is not fully recorded in the history: {failure}")
+        code = code or EXIT_FAILURE
+    if late and not code:
+        code = 128 + late[0]
+    return code
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(one_line(line), file=sys.stderr)
+
+
 def _drive_scan(
-    scan: Scan, outputs: Outputs, recorder: Recorder | None, monitors: list[Monitor]
+    scan: Scan,
+    opened: OpenOutputs,
+    recorder: Recorder | None,
+    monitors: list[Monitor],
+    late: Sequence[int],
 ) -> tuple[int, ScanStatus]:
     code, status = EXIT_OK, ScanStatus.FAILED
-    report = scan.report
+    report, outputs = scan.report, opened.outputs
     for monitor in monitors:
         monitor.start(scan.total, sum(report.counts.values()), report.counts[State.OPEN])
     sent = report.probes_sent
     try:
-        for batch in drive(scan):
-            closed = scan.take_closed()
-            outputs.add(batch, closed)
-            if recorder is not None:
-                recorder.add(batch, report.probes_sent - sent, closed)
-                sent = report.probes_sent
-            for monitor in monitors:
-                monitor.update(sum(report.counts.values()), batch, scan.total)
+        if late:  # stopped while the outputs were being opened
+            raise Interrupted(late[0])
+        batches = drive(scan)
+        try:
+            for batch in batches:
+                closed = scan.take_closed()
+                outputs.add(batch, closed)
+                opened.flush()  # whole hosts on disk as the scan goes: tail -f works
+                if recorder is not None:
+                    recorder.add(batch, report.probes_sent - sent, closed)
+                    sent = report.probes_sent
+                for monitor in monitors:
+                    monitor.update(sum(report.counts.values()), batch, scan.total)
+                if opened.faults.broken_pipe:  # nobody reads on: stop, as cat would
+                    raise Interrupted(signal.SIGPIPE)
+        finally:
+            batches.close()  # cancels the scan if it still runs
         status = ScanStatus.DONE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         report.interrupted = True
-        code, status = EXIT_INTERRUPTED, ScanStatus.INTERRUPTED
+        status = ScanStatus.INTERRUPTED
+        code = exc.exit_code if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
     finally:
         for monitor in monitors:
             monitor.finish()
@@ -424,139 +541,16 @@ def _drive_scan(
     return code, status
 
 
-# -- the scan history -------------------------------------------------------------------
-
-_UNRECORDED = frozenset({"done", "keep_closed", "record_closed"})
+_EXCERPT = re.compile(r"'([^']{81,})'")
 
 
-def config_record(scan: Scan) -> dict[str, object]:
-    """``scan.config`` as JSON-ready values, with the key it drew: rebuilds the same plan."""
-    record: dict[str, object] = {}
-    for f in dataclasses.fields(scan.config):
-        value = getattr(scan.config, f.name)
-        if f.name in _UNRECORDED:
-            continue
-        if isinstance(value, TimingPolicy):
-            value = dataclasses.asdict(value)
-        elif isinstance(value, list | tuple):
-            value = list(value)
-        record[f.name] = value
-    record["key"] = scan.plan.key
-    return record
-
-
-def config_from_record(record: Mapping[str, Any], done: frozenset[Probe]) -> ScanConfig:
-    """The ``ScanConfig`` of a recorded scan, skipping ``done``; StoreError if it cannot be."""
-    unknown = sorted(set(record) - {f.name for f in dataclasses.fields(ScanConfig)})
-    if unknown:
-        raise StoreError(f"the scan has options this portscout does not know: {unknown}")
-    values = dict(record)
-    try:
-        if values.get("timing") is not None:
-            values["timing"] = TimingPolicy(**values["timing"])
-        for name in ("targets", "excludes", "args"):
-            values[name] = tuple(values.get(name, ()))
-        if isinstance(values.get("ports"), list):
-            values["ports"] = tuple(values["ports"])
-        return ScanConfig(**values, done=done, keep_closed=True)
-    except (TypeError, ValueError, PortscoutError) as exc:
-        raise StoreError(f"the scan's recorded options cannot be used: {exc}") from exc
-
-
-def _db_path(args: argparse.Namespace) -> Path:
-    return Path(args.db) if args.db else default_path()
-
-
-def _command_parser(command: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"portscout {command}")
-    if command in ("show", "resume"):
-        p.add_argument("id", type=int, metavar="ID", help="the scan's id (portscout history)")
-        add_output_options(p)
-    if command == "forget":
-        p.add_argument("ids", type=int, nargs="+", metavar="ID", help="scans to delete")
-    if command == "diff":
-        p.add_argument("a", type=int, metavar="A", help="the earlier scan's id")
-        p.add_argument("b", type=int, metavar="B", help="the later scan's id")
-    if command in ("diff", "history"):
-        p.add_argument("--json", action="store_true", help="JSON instead of text")
-    if command == "history":
-        p.add_argument("-n", "--last", type=int, default=None, metavar="N", help="newest N")
-    if command == "resume":
-        p.add_argument("--stats-every", type=_duration("--stats-every"), metavar="TIME")
-    p.add_argument("--db", metavar="PATH", help=f"history database ({default_path()})")
-    return p
-
-
-def run_command(command: str, argv: Sequence[str]) -> int:
-    """``history``, ``show``, ``diff``, ``resume`` and ``forget``."""
-    args = _command_parser(command).parse_args(argv)
-    setup_logging(getattr(args, "debug", 0))
-    if command == "resume":
-        # run_scan reads scan options too: take their defaults from the scan parser.
-        args = argparse.Namespace(**{**vars(build_parser().parse_args([])), **vars(args)})
-        with Store.open(_db_path(args)) as store:
-            stored = store.load(args.id)
-            if stored.status is ScanStatus.DONE:
-                raise OptionError(f"scan {args.id} is complete: nothing to resume")
-            if stored.alive:
-                raise StoreError(f"scan {args.id} is still running (pid {stored.pid})")
-            prior = store.results(args.id)
-            done = frozenset(Probe(r.host, r.port) for r in prior)
-            config = config_from_record(stored.config, done)
-            return run_scan(config, args, store=store, resume=stored, prior=prior)
-    if command == "forget":
-        if not _db_path(args).is_file():
-            raise StoreError(f"no history database at '{_db_path(args)}'")
-        with Store.open(_db_path(args)) as store:
-            store.forget(args.ids)
-        print(f"portscout: forgot scan(s) {', '.join(map(str, args.ids))}", file=sys.stderr)
-        return EXIT_OK
-    with Store.open(_db_path(args), readonly=True) as store:
-        if command == "history":
-            _print_history(store.scans(args.last), as_json=args.json)
-        elif command == "diff":
-            diff = diff_scans(store, args.a, args.b)
-            text = json.dumps(diff.to_dict(), indent=2) + "\n"
-            sys.stdout.write(text if args.json else diff.text(service_names()))
-        else:
-            stored = store.load(args.id)
-            _show(stored, store.results(args.id), args)
-    return EXIT_OK
-
-
-def _show(stored: StoredScan, results: Sequence[Result], args: argparse.Namespace) -> None:
-    """A recorded scan through the writers, as if it had just run."""
-    report = rebuild_report(stored, results)
-    with contextlib.ExitStack() as files:
-        outputs = _open_outputs(args, files)
-        outputs.start(stored.meta)
-        outputs.add(results)
-        outputs.finish(report)
-
-
-def _print_history(scans: Sequence[StoredScan], *, as_json: bool) -> None:
-    rows = [
-        {
-            "id": s.id,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.meta.started)),
-            "status": s.shown_status,
-            "engine": s.meta.engine,
-            "open": s.counts[State.OPEN],
-            "closed": s.counts[State.CLOSED],
-            "filtered": s.counts[State.FILTERED],
-            "probes": f"{sum(s.counts.values())}/{s.probes_planned}",
-            "command": " ".join(s.meta.args),
-        }
-        for s in scans
-    ]
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    columns = ("id", "started", "status", "engine", "open", "closed", "filtered", "probes")
-    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in columns}
-    print("  ".join(c.upper().ljust(widths[c]) for c in columns) + "  COMMAND")
-    for row in rows:
-        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns) + f"  {row['command']}")
+def one_line(message: str, limit: int = 400) -> str:
+    """A message fit for a terminal: control characters escaped, a long quoted value cut
+    to a bounded excerpt (a 50 MB target is not echoed whole)."""
+    text = _EXCERPT.sub(
+        lambda m: f"'{m.group(1)[:60]}...' ({len(m.group(1))} characters)", printable(message)
+    )
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def setup_logging(debug: int) -> None:
@@ -567,31 +561,51 @@ def setup_logging(debug: int) -> None:
     logging.getLogger("portscout").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def _scan_from_args(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.debug)
+    refuse_shared(output_options(args).files, None if args.no_db else str(_db_path(args)))
+    config = config_from_args(args, argv)
+    if args.no_db:
+        return run_scan(config, args)
+    with Store.open(_db_path(args)) as store:
+        return run_scan(config, args, store=store)
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    return Path(args.db) if args.db else default_path()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; returns its exit code. Every failure is one line on stderr:
+    2 for bad usage, 1 for what failed at run time, 128 + N for stop signal N."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "demo":
-            from portscout.demo import run_demo
+        with stop_signals_raise():
+            if argv and argv[0] == "demo":
+                from portscout.demo import run_demo
 
-            return run_demo(argv[1:])
-        if argv and argv[0] in COMMANDS:
-            return run_command(argv[0], argv[1:])
-        args = build_parser().parse_args(argv)
-        setup_logging(args.debug)
-        config = config_from_args(args, argv)
-        if args.no_db:
-            return run_scan(config, args)
-        with Store.open(_db_path(args)) as store:
-            return run_scan(config, args, store=store)
+                return run_demo(argv[1:])
+            if argv and argv[0] in COMMANDS:
+                from portscout.history_cli import run_command
+
+                return run_command(argv[0], argv[1:])
+            return _scan_from_args(argv)
     except UsageError as exc:
-        print(f"portscout: {exc}", file=sys.stderr)
+        _say(f"portscout: {exc}")
         return EXIT_USAGE
     except PortscoutError as exc:
-        print(f"portscout: error: {exc}", file=sys.stderr)
+        _say(f"portscout: error: {exc}")
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("portscout: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of standard output went away: quietly, as cat
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:  # the last boundary: a file the checks above did not foresee
+        where = f" '{exc.filename}'" if exc.filename else ""
+        _say(f"portscout: error: cannot use{where}: {exc.strerror or exc}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt as exc:
+        _say("portscout: interrupted")
+        return exc.exit_code if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

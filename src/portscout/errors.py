@@ -10,6 +10,10 @@
     └── ScanError               the scan could not run or finish: exit code 1
         ├── PrivilegeError      the engine needs a privilege the process lacks
         └── StoreError          the history database is unusable
+            └── StoreBusyError  another process holds its write lock (SQLITE_BUSY)
+
+``Interrupted`` (a ``KeyboardInterrupt``, not a ``PortscoutError``) is how a stop signal
+reaches the code that keeps the results found so far.
 
 A port that does not answer is a ``Result`` with state ``filtered``, never an exception.
 Messages are one line and name the bad value, so the CLI prints ``str(exc)`` as it is.
@@ -52,3 +56,23 @@ class PrivilegeError(ScanError):
 
 class StoreError(ScanError):
     """The history database is missing, corrupt, foreign or locked."""
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the history database's write lock longer than we waited."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A scan stopped by a signal (SIGINT, SIGTERM, SIGHUP): what Ctrl-C does, for each.
+
+    A ``KeyboardInterrupt``, so that code written for Ctrl-C handles all three; the
+    command exits with ``128 + signum`` (130, 143, 129), as a shell reports the signal.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

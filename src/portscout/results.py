@@ -261,3 +261,16 @@ class ScanMeta:
     key: int
     protocol: Protocol = Protocol.TCP
     hostnames: dict[IPAddress, str] = field(default_factory=dict)  # names the user gave
+
+    @property
+    def command_line(self) -> str:
+        """``args`` joined on one line, control characters escaped (``\\n``, ``\\x1b``):
+        a newline in a file name must not start a line of its own in a text output."""
+        return " ".join(printable(arg) for arg in self.args)
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped as Python would (``\\n``)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -239,6 +239,9 @@ def read_target_file(path: str | os.PathLike[str]) -> list[str]:
     except UnicodeDecodeError as exc:
         reason = f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
         raise TargetError(f"cannot read target file '{os.fspath(path)}': {reason}") from exc
+    except ValueError as exc:  # a NUL byte in the name: no such file can exist
+        raise TargetError(f"cannot read target file '{os.fspath(path)}': {exc}") from exc
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark (Windows editors)
     return [word for line in text.splitlines() for word in line.partition("#")[0].split()]
 
 

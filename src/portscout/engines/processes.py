@@ -101,6 +101,11 @@ def _worker(
     skip: frozenset[Probe],
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The command's stop handlers (SIGTERM, SIGHUP acting as Ctrl-C) came with the fork:
+    # here they would catch terminate() and the parent-death signal, and the worker would
+    # outlive its scan. A worker stops by dying.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     libc = ctypes.CDLL(None, use_errno=True)  # libc is loaded: find_library runs ldconfig
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     from portscout.engines import create_engine

@@ -62,7 +62,7 @@ class GrepableWriter:
         self._port_scan = bool(meta.ports)
         self._out.write(
             f"# portscout {meta.version} scan initiated {nmap_time(meta.started)}"
-            f" as: {' '.join(meta.args)}\n"
+            f" as: {meta.command_line}\n"
         )
         if self._verbose >= 1:
             tcp = f"{len(meta.ports)};{format_port_ranges(meta.ports)}"

@@ -86,7 +86,7 @@ class NormalWriter:
         if self._comments:
             self._out.write(
                 f"# portscout {meta.version} scan initiated {nmap_time(meta.started)}"
-                f" as: {' '.join(meta.args)}\n"
+                f" as: {meta.command_line}\n"
             )
 
     def host(self, host: HostResults) -> None:

@@ -4,8 +4,9 @@ stage between the scan and them.
 ``file_outputs`` turns ``-oJ -oX -oG -oN --csv -oA`` into (format, path) pairs and refuses
 what nmap refuses; ``Outputs`` takes the open streams, makes a writer per format plus the
 terminal view, and feeds them whole hosts in address order from a ``HostOrder``. Opening
-files and reverse lookups are the caller's (``cli.py``): nothing here does I/O of its own
-beyond writing to the streams it is given. Imports ``results``, ``errors`` and ``output``.
+files (through ``outfiles``: a temporary file renamed into place, guarded streams) and
+reverse lookups are the caller's (``cli.py``): nothing here does I/O of its own beyond
+writing to the streams it is given. Imports ``results``, ``errors`` and ``output``.
 """
 
 from __future__ import annotations

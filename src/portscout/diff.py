@@ -1,0 +1,111 @@
+"""What changed between two scans, as nmap's ``ndiff`` sees it: hosts and ports by state.
+
+Core module: pure values and one comparison over two lists of results; ``store`` loads the
+scans, ``output.ndiff`` renders the text form. Imports ``results`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from portscout.results import IPAddress, Protocol, Result, ScanMeta, State
+
+
+@dataclass(frozen=True, slots=True)
+class PortChange:
+    """A port whose state differs; ``None`` on a side that has no result for it."""
+
+    port: int
+    protocol: Protocol
+    before: State | None
+    after: State | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostChange:
+    """A host that changed: its status (``up``/``down``, ``None`` when not scanned), ports."""
+
+    host: IPAddress
+    before: str | None
+    after: str | None
+    ports: tuple[PortChange, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DiffSide:
+    """One of the two scans compared: its history id and what its writers were given."""
+
+    id: int
+    meta: ScanMeta
+
+
+@dataclass(frozen=True, slots=True)
+class ScanDiff:
+    a: DiffSide
+    b: DiffSide
+    hosts: tuple[HostChange, ...]
+
+    def summary(self) -> dict[str, int]:
+        """How many hosts came up / went down, ports became open / closed / filtered / gone."""
+        ports = [p for h in self.hosts for p in h.ports]
+        return {
+            "hosts_up": sum(h.before != "up" and h.after == "up" for h in self.hosts),
+            "hosts_down": sum(h.before == "up" and h.after != "up" for h in self.hosts),
+            "opened": sum(p.after is State.OPEN for p in ports),
+            "closed": sum(p.after is State.CLOSED for p in ports),
+            "filtered": sum(p.after is State.FILTERED for p in ports),
+            "gone": sum(p.after is None for p in ports),
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form (``portscout diff --json``); states ``null`` where not scanned."""
+        side = {"a": self.a, "b": self.b}
+        return {
+            **{
+                name: {"id": s.id, "started": s.meta.started, "args": list(s.meta.args)}
+                for name, s in side.items()
+            },
+            "summary": self.summary(),
+            "hosts": [
+                {
+                    "host": str(h.host),
+                    "a": h.before,
+                    "b": h.after,
+                    "ports": [
+                        {"port": p.port, "protocol": p.protocol.value, "a": p.before, "b": p.after}
+                        for p in h.ports
+                    ],
+                }
+                for h in self.hosts
+            ],
+        }
+
+
+def _host_status(states: Iterable[State]) -> str:
+    """nmap_xml's rule: up when any port answered (open or closed), else down."""
+    return "up" if any(s is not State.FILTERED for s in states) else "down"
+
+
+def compare(
+    a: DiffSide, a_results: Iterable[Result], b: DiffSide, b_results: Iterable[Result]
+) -> ScanDiff:
+    """What changed from scan ``a`` to scan ``b``: hosts and ports, by state."""
+    maps: list[dict[IPAddress, dict[tuple[int, Protocol], State]]] = [{}, {}]
+    for results, by_host in zip((a_results, b_results), maps, strict=True):
+        for r in results:
+            by_host.setdefault(r.host, {})[(r.port, r.protocol)] = r.state
+    before_map, after_map = maps
+    changes = []
+    for host in sorted(before_map.keys() | after_map.keys(), key=lambda h: (h.version, int(h))):
+        pa, pb = before_map.get(host, {}), after_map.get(host, {})
+        ports = tuple(
+            PortChange(port, proto, pa.get((port, proto)), pb.get((port, proto)))
+            for port, proto in sorted(pa.keys() | pb.keys())
+            if pa.get((port, proto)) is not pb.get((port, proto))
+        )
+        before = _host_status(pa.values()) if host in before_map else None
+        after = _host_status(pb.values()) if host in after_map else None
+        if ports or before != after:
+            changes.append(HostChange(host, before, after, ports))
+    return ScanDiff(a, b, tuple(changes))

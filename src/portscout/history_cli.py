@@ -1,0 +1,169 @@
+"""The history commands: ``history``, ``show ID``, ``diff A B``, ``resume ID``, ``forget ID...``.
+
+Split from ``cli`` (which calls ``run_command``), whose parser pieces, writers and
+``run_scan`` they reuse. ``history``, ``show`` and ``diff`` only read: they open the
+database read-only and never change a byte of it (an older schema is read as it is).
+``resume`` and ``forget`` never create a database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from portscout.cli import (
+    EXIT_BROKEN_PIPE,
+    EXIT_OK,
+    add_history_options,
+    add_output_options,
+    build_parser,
+    open_writers,
+    output_options,
+    run_scan,
+    setup_logging,
+)
+from portscout.cli import _db_path as db_path
+from portscout.cli import _Parser as Parser
+from portscout.errors import OptionError, StoreError
+from portscout.history_config import config_from_record, recorded_resolver
+from portscout.outfiles import refuse_shared
+from portscout.output.ndiff import diff_text
+from portscout.ports import service_names
+from portscout.results import Result, State
+from portscout.store import (
+    Store,
+    StoredScan,
+    diff_scans,
+    done_probes,
+    rebuild_report,
+)
+from portscout.store_files import MAX_SCAN_ID
+
+
+def _scan_id(text: str) -> int:
+    """A scan's id as ``history`` lists it: 1 to 2**63 - 1 (SQLite's INTEGER)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise OptionError(f"invalid scan id '{text}'") from None
+    if not 0 < value <= MAX_SCAN_ID:
+        raise OptionError(f"invalid scan id '{text}': ids run from 1 to {MAX_SCAN_ID}")
+    return value
+
+
+def _count(text: str) -> int:
+    """How many scans ``history -n`` lists: 0 or more (more than there are: all)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise OptionError(f"invalid count '{text}'") from None
+    if value < 0:
+        raise OptionError(f"invalid count '{text}': must be 0 or more")
+    return value
+
+
+def _command_parser(command: str) -> argparse.ArgumentParser:
+    p = Parser(prog=f"portscout {command}")
+    if command in ("show", "resume"):
+        p.add_argument("id", type=_scan_id, metavar="ID", help="the scan's id (portscout history)")
+        add_output_options(p)
+    if command == "forget":
+        p.add_argument("ids", type=_scan_id, nargs="+", metavar="ID", help="scans to delete")
+    if command == "diff":
+        p.add_argument("a", type=_scan_id, metavar="A", help="the earlier scan's id")
+        p.add_argument("b", type=_scan_id, metavar="B", help="the later scan's id")
+    if command in ("diff", "history"):
+        p.add_argument("--json", action="store_true", help="JSON instead of text")
+    if command == "history":
+        p.add_argument("-n", "--last", type=_count, default=None, metavar="N", help="newest N")
+    add_history_options(p, scan=command == "resume")
+    return p
+
+
+def run_command(command: str, argv: Sequence[str]) -> int:
+    """``history``, ``show``, ``diff``, ``resume`` and ``forget``."""
+    args = _command_parser(command).parse_args(argv)
+    setup_logging(getattr(args, "debug", 0))
+    if command == "resume":
+        return _resume(args)
+    if command == "forget":
+        with Store.open(db_path(args), create=False) as store:
+            store.forget(args.ids)
+        print(f"portscout: forgot scan(s) {', '.join(map(str, args.ids))}", file=sys.stderr)
+        return EXIT_OK
+    if command == "show":
+        refuse_shared(output_options(args).files, str(db_path(args)))
+    with Store.open(db_path(args), readonly=True) as store:
+        if command == "history":
+            _print_history(store.scans(args.last), as_json=args.json)
+        elif command == "diff":
+            diff = diff_scans(store, args.a, args.b)
+            text = json.dumps(diff.to_dict(), indent=2) + "\n"
+            sys.stdout.write(text if args.json else diff_text(diff, service_names()))
+        else:
+            return _show(store.load(args.id), store.results(args.id), args)
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """Scan the probes a stopped scan has not answered, on the addresses it started with."""
+    # run_scan reads scan options too: take their defaults from the scan parser.
+    args = argparse.Namespace(**{**vars(build_parser().parse_args([])), **vars(args)})
+    refuse_shared(output_options(args).files, str(db_path(args)))
+    with Store.open(db_path(args), create=False) as store:
+        stored = store.claim(args.id)
+        try:
+            prior = store.results(args.id)
+            config = config_from_record(stored.config, done_probes(prior))
+            resolver = recorded_resolver(stored.config, stored.meta.hostnames)
+        except BaseException:
+            store.end(args.id, stored.status, stored.finished or time.time())
+            raise
+        return run_scan(config, args, store=store, resume=stored, prior=prior, resolver=resolver)
+
+
+def _show(stored: StoredScan, results: Sequence[Result], args: argparse.Namespace) -> int:
+    """A recorded scan through the writers, as if it had just run."""
+    report = rebuild_report(stored, results)
+    opened = open_writers(args)
+    try:
+        opened.outputs.start(stored.meta)
+        opened.outputs.add(results)
+        opened.finish(report)
+    except BaseException:
+        opened.discard()
+        raise
+    if opened.faults.broken_pipe:
+        return EXIT_BROKEN_PIPE
+    if opened.faults.errors:
+        name, reason = next(iter(opened.faults.errors.items()))
+        raise StoreError(f"cannot write '{name}': {reason}")
+    return EXIT_OK
+
+
+def _print_history(scans: Sequence[StoredScan], *, as_json: bool) -> None:
+    rows = [
+        {
+            "id": s.id,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.meta.started)),
+            "status": s.shown_status,
+            "engine": s.meta.engine,
+            "open": s.counts[State.OPEN],
+            "closed": s.counts[State.CLOSED],
+            "filtered": s.counts[State.FILTERED],
+            "probes": f"{sum(s.counts.values())}/{s.probes_planned}",
+            "command": s.meta.command_line,
+        }
+        for s in scans
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    columns = ("id", "started", "status", "engine", "open", "closed", "filtered", "probes")
+    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns) + "  COMMAND")
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns) + f"  {row['command']}")

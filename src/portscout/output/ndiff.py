@@ -1,0 +1,40 @@
+"""The text form of ``portscout diff``, as nmap's ``ndiff`` prints it.
+
+``-`` lines are scan A's, ``+`` lines scan B's, grouped per host; unchanged hosts and ports
+are left out. Only formats: the comparison is ``diff.compare``. Imports ``results``,
+``diff`` and ``output`` only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from portscout.diff import ScanDiff
+
+
+def _sides(before: str | None, after: str | None) -> list[tuple[str, str]]:
+    return [(sign, st) for sign, st in (("-", before), ("+", after)) if st is not None]
+
+
+def diff_text(diff: ScanDiff, service_names: Mapping[int, str]) -> str:
+    """ndiff's text: a banner line per scan, then per changed host its status and ports."""
+    lines = [
+        f"{sign}portscout {s.meta.version} scan {s.id} initiated"
+        f" {time.ctime(s.meta.started)} as: {s.meta.command_line}"
+        for sign, s in (("-", diff.a), ("+", diff.b))
+    ]
+    names = {**diff.a.meta.hostnames, **diff.b.meta.hostnames}
+    for h in diff.hosts:
+        title = f"{names[h.host]} ({h.host})" if h.host in names else str(h.host)
+        lines += ["", f" {title}:"]
+        if h.before != h.after:
+            lines += [f"{sign}Host is {st}." for sign, st in _sides(h.before, h.after)]
+        if h.ports:
+            lines.append(" PORT        STATE     SERVICE")
+        for p in h.ports:
+            name = service_names.get(p.port, "")
+            port = f"{p.port}/{p.protocol}"
+            lines += [f"{sign}{port:<11} {st:<9} {name}".rstrip()
+                      for sign, st in _sides(p.before, p.after)]  # fmt: skip
+    return "\n".join(lines) + "\n"
