@@ -115,14 +115,15 @@ def test_show_writes_every_format_and_diff_sees_changes(
     assert len(Path(f"{base}.jsonl").read_text().splitlines()) == 3  # host, 2 open ports
     assert len(Path(f"{base}.csv").read_text().splitlines()) == 1026
     capsys.readouterr()
-    assert main(["diff", "1", "2", "--db", db, "--json"]) == 0
+    assert main(["diff", "1", "2", "--db", db, "--json"]) == 1  # they differ, as diff(1)
     diff = json.loads(capsys.readouterr().out)
     changes = {(p["port"], p["a"], p["b"]) for h in diff["hosts"] for p in h["ports"]}
     assert changes == {(443, "closed", "open"), (8080, "open", "closed")}
-    assert main(["diff", "1", "2", "--db", db]) == 0
+    assert main(["diff", "1", "2", "--db", db]) == 1
     text = capsys.readouterr().out
     assert "-8080/tcp    open      http-proxy" in text
     assert "+443/tcp     open      https" in text
+    assert main(["diff", "1", "1", "--db", db]) == 0  # nothing differs
 
 
 def test_no_db_records_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,7 @@ IO_MODULES = {"socket", "_socket", "asyncio", "threading", "sqlite3", "subproces
 ALLOWED: dict[str, set[str] | None] = {
     "core": CORE,
     "engines": CORE | {"engines"},
-    "output": {"results", "errors", "_version", "output", "diff"},
+    "output": {"results", "errors", "_version", "output", "diff", "ports"},
     "lab": {"lab"},
     "store": CORE | {"store_files", "store_schema"},
     "store_schema": CORE,  # the SQL and the closed-ports encodings

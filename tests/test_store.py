@@ -456,3 +456,22 @@ def test_forget_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["forget", str(scan_id), "--db", str(path)]) == 0
     with Store.open(path, readonly=True) as store:
         assert store.scans() == []
+
+
+def test_diff_folds_bulk_changes_and_lists_open_ones(tmp_path: Path) -> None:
+    # A top-ports scan against a full one: thousands of ports "not scanned -> closed" are
+    # one count; every change to or from open is listed (was: a line per port).
+    a = [_result(port, State.CLOSED) for port in range(1, 31)]
+    b = [_result(port, State.CLOSED) for port in range(1, 2001) if port != 22]
+    b += [_result(22, State.OPEN), *(_result(p, State.FILTERED) for p in range(2001, 2011))]
+    with Store.open(tmp_path / "h.db") as store:
+        diff = diff_scans(store, _record(store, a), _record(store, b))
+    (host,) = diff.to_dict()["hosts"]
+    assert host["ports"] == [{"port": 22, "protocol": "tcp", "a": "closed", "b": "open"}] + [
+        {"port": p, "protocol": "tcp", "a": None, "b": "filtered"} for p in range(2001, 2011)
+    ]
+    assert host["folded"] == [{"a": None, "b": "closed", "count": 1970, "ports": "31-2000"}]
+    text = diff_text(diff, {22: "ssh"})
+    assert "-Not shown: 1970 unscanned ports\n+Not shown: 1970 closed ports\n" in text
+    assert "-22/tcp      closed    ssh\n+22/tcp      open      ssh" in text
+    assert len(text.splitlines()) < 40

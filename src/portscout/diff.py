@@ -1,7 +1,7 @@
 """What changed between two scans, as nmap's ``ndiff`` sees it: hosts and ports by state.
 
 Core module: pure values and one comparison over two lists of results; ``store`` loads the
-scans, ``output.ndiff`` renders the text form. Imports ``results`` only.
+scans, ``output.ndiff`` renders the text form. Imports ``results`` and ``ports`` only.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from portscout.ports import format_ports
 from portscout.results import IPAddress, Protocol, Result, ScanMeta, State
 
 
@@ -22,6 +23,22 @@ class PortChange:
     after: State | None
 
 
+# Changes between two states neither of which is open, more than this many alike on one
+# host, are shown as one count (nmap folds a state with more than 25 ports into
+# "Not shown"): a top-1000 scan against a full one otherwise lists 64,535 ports "not
+# scanned -> closed". Changes to or from open are always listed.
+FOLD_OVER = 25
+
+
+@dataclass(frozen=True, slots=True)
+class FoldedChange:
+    """``ports`` of one host that all changed from ``before`` to ``after``, none open."""
+
+    before: State | None
+    after: State | None
+    ports: tuple[int, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class HostChange:
     """A host that changed: its status (``up``/``down``, ``None`` when not scanned), ports."""
@@ -30,6 +47,19 @@ class HostChange:
     before: str | None
     after: str | None
     ports: tuple[PortChange, ...]
+
+    def split(self) -> tuple[tuple[PortChange, ...], tuple[FoldedChange, ...]]:
+        """The port changes to list one by one, and the bulk ones folded (``FOLD_OVER``)."""
+        groups: dict[tuple[State | None, State | None], list[PortChange]] = {}
+        for p in self.ports:
+            if p.before is not State.OPEN and p.after is not State.OPEN:
+                groups.setdefault((p.before, p.after), []).append(p)
+        folded = {key for key, members in groups.items() if len(members) > FOLD_OVER}
+        listed = tuple(p for p in self.ports if (p.before, p.after) not in folded)
+        return listed, tuple(
+            FoldedChange(before, after, tuple(p.port for p in groups[before, after]))
+            for before, after in sorted(folded, key=str)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +97,30 @@ class ScanDiff:
                 for name, s in side.items()
             },
             "summary": self.summary(),
-            "hosts": [
-                {
-                    "host": str(h.host),
-                    "a": h.before,
-                    "b": h.after,
-                    "ports": [
-                        {"port": p.port, "protocol": p.protocol.value, "a": p.before, "b": p.after}
-                        for p in h.ports
-                    ],
-                }
-                for h in self.hosts
-            ],
+            "hosts": [_host_dict(h) for h in self.hosts],
         }
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything differs (``portscout diff`` exits 1 then, as diff(1))."""
+        return bool(self.hosts)
+
+
+def _host_dict(h: HostChange) -> dict[str, object]:
+    listed, folded = h.split()
+    return {
+        "host": str(h.host),
+        "a": h.before,
+        "b": h.after,
+        "ports": [
+            {"port": p.port, "protocol": p.protocol.value, "a": p.before, "b": p.after}
+            for p in listed
+        ],
+        "folded": [
+            {"a": f.before, "b": f.after, "count": len(f.ports), "ports": format_ports(f.ports)}
+            for f in folded
+        ],
+    }
 
 
 def _host_status(states: Iterable[State]) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from portscout.cli import (
     EXIT_BROKEN_PIPE,
+    EXIT_FAILURE,
     EXIT_OK,
     add_history_options,
     add_output_options,
@@ -103,6 +104,8 @@ def run_command(command: str, argv: Sequence[str]) -> int:
             diff = diff_scans(store, args.a, args.b)
             text = json.dumps(diff.to_dict(), indent=2) + "\n"
             sys.stdout.write(text if args.json else diff_text(diff, service_names()))
+            # As diff(1) and nmap's ndiff: 1 when the scans differ, for cron jobs to alert.
+            return EXIT_FAILURE if diff.changed else EXIT_OK
         else:
             return _show(store.load(args.id), store.results(args.id), args)
     return EXIT_OK

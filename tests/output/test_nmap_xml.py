@@ -16,7 +16,8 @@ from libnmap.parser import NmapParser
 
 from portscout.output import Writer
 from portscout.output.hosts import ignore_limit
-from portscout.output.nmap_xml import NmapXmlWriter, format_port_ranges, load_service_names
+from portscout.output.nmap_xml import NmapXmlWriter, load_service_names
+from portscout.ports import format_ports
 from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State
 from tests.output.conftest import drive, results_for
 
@@ -337,8 +338,8 @@ def test_no_service_element_without_a_name() -> None:
         ([*range(1, 1001), 8080], "1-1000,8080"),
     ],
 )
-def test_format_port_ranges(ports: list[int], text: str) -> None:
-    assert format_port_ranges(ports) == text
+def test_format_ports(ports: list[int], text: str) -> None:
+    assert format_ports(ports) == text
 
 
 def test_load_service_names(tmp_path: Path) -> None:

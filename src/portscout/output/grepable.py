@@ -29,7 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from portscout.output.hosts import HostResults
-from portscout.output.nmap_xml import HostCount, format_port_ranges, nmap_time, shown
+from portscout.output.nmap_xml import HostCount, nmap_time, shown
+from portscout.ports import format_ports
 from portscout.results import Report, Result, ScanMeta
 
 
@@ -65,7 +66,7 @@ class GrepableWriter:
             f" as: {meta.command_line}\n"
         )
         if self._verbose >= 1:
-            tcp = f"{len(meta.ports)};{format_port_ranges(meta.ports)}"
+            tcp = f"{len(meta.ports)};{format_ports(meta.ports)}"
             self._out.write(f"# Ports scanned: TCP({tcp}) UDP(0;) SCTP(0;) PROTOCOLS(0;)\n")
 
     def host(self, host: HostResults) -> None:

@@ -1,7 +1,8 @@
 """The text form of ``portscout diff``, as nmap's ``ndiff`` prints it.
 
 ``-`` lines are scan A's, ``+`` lines scan B's, grouped per host; unchanged hosts and ports
-are left out. Only formats: the comparison is ``diff.compare``. Imports ``results``,
+are left out, and bulk changes that involve no open port are counted as nmap's "Not shown"
+(``diff.FOLD_OVER``). Only formats: the comparison is ``diff.compare``. Imports ``results``,
 ``diff`` and ``output`` only.
 """
 
@@ -11,6 +12,10 @@ import time
 from collections.abc import Mapping
 
 from portscout.diff import ScanDiff
+
+
+def _shown(state: str | None) -> str:
+    return "unscanned" if state is None else str(state)
 
 
 def _sides(before: str | None, after: str | None) -> list[tuple[str, str]]:
@@ -30,9 +35,13 @@ def diff_text(diff: ScanDiff, service_names: Mapping[int, str]) -> str:
         lines += ["", f" {title}:"]
         if h.before != h.after:
             lines += [f"{sign}Host is {st}." for sign, st in _sides(h.before, h.after)]
-        if h.ports:
+        listed, folded = h.split()
+        for f in folded:  # bulk changes, none to or from open: counted, as nmap's Not shown
+            lines += [f"{sign}Not shown: {len(f.ports)} {st} ports"
+                      for sign, st in _sides(_shown(f.before), _shown(f.after))]  # fmt: skip
+        if listed:
             lines.append(" PORT        STATE     SERVICE")
-        for p in h.ports:
+        for p in listed:
             name = service_names.get(p.port, "")
             port = f"{p.port}/{p.protocol}"
             lines += [f"{sign}{port:<11} {st:<9} {name}".rstrip()

@@ -41,25 +41,11 @@ from os import PathLike
 from typing import TextIO
 
 from portscout.output.hosts import MIN_TIMEOUT, HostResults
+from portscout.ports import format_ports
 from portscout.results import IPAddress, Protocol, Report, ScanMeta, Service, State
 
 NMAP_XSL = "file:///usr/share/nmap/nmap.xsl"
 XML_OUTPUT_VERSION = "1.05"
-
-
-def format_port_ranges(ports: Iterable[int]) -> str:
-    """nmap's compact port list, e.g. ``1-1000,8080``: sorted, unique, runs as ranges."""
-    runs: list[str] = []
-    first = last = -2
-    for port in sorted(set(ports)):
-        if port != last + 1:
-            if last >= 0:
-                runs.append(str(first) if first == last else f"{first}-{last}")
-            first = port
-        last = port
-    if last >= 0:
-        runs.append(str(first) if first == last else f"{first}-{last}")
-    return ",".join(runs)
 
 
 def nmap_time(epoch: float) -> str:
@@ -220,7 +206,7 @@ class NmapXmlWriter:
                 ("type", meta.scan_type),
                 ("protocol", meta.protocol.value),
                 ("numservices", len(meta.ports)),
-                ("services", format_port_ranges(meta.ports)),
+                ("services", format_ports(meta.ports)),
             ]
             head.append(_tag("scaninfo", scaninfo))
         head += [
@@ -299,7 +285,7 @@ class NmapXmlWriter:
                     ("reason", reason),
                     ("count", len(ports)),
                     ("proto", proto),
-                    ("ports", format_port_ranges(ports)),
+                    ("ports", format_ports(ports)),
                 ]
                 parts += [_tag("extrareasons", attrs), "\n"]
             parts.append("</extraports>\n")
