@@ -466,7 +466,9 @@ def test_diff_folds_bulk_changes_and_lists_open_ones(tmp_path: Path) -> None:
     b += [_result(22, State.OPEN), *(_result(p, State.FILTERED) for p in range(2001, 2011))]
     with Store.open(tmp_path / "h.db") as store:
         diff = diff_scans(store, _record(store, a), _record(store, b))
-    (host,) = diff.to_dict()["hosts"]
+    hosts = diff.to_dict()["hosts"]
+    assert isinstance(hosts, list)
+    (host,) = hosts
     assert host["ports"] == [{"port": 22, "protocol": "tcp", "a": "closed", "b": "open"}] + [
         {"port": p, "protocol": "tcp", "a": None, "b": "filtered"} for p in range(2001, 2011)
     ]
