@@ -187,3 +187,21 @@ def test_scan_split_over_processes_records_every_port(tmp_path: Path, engine: st
     with sqlite3.connect(db) as conn:
         stored = conn.execute("SELECT n_closed, probes_sent FROM scan").fetchone()
     assert stored == (19998, 20000)
+
+
+def test_history_before_any_scan_and_pruning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "h.db")
+    assert main(["history", "--db", db]) == 0  # nothing yet: said, not an error
+    assert "no scans recorded yet" in capsys.readouterr().err
+    for _ in range(4):
+        assert main(["127.0.0.1", "-sT", "-p", "1-5", "-q", "--db", db]) == 0
+    assert main(["forget", "--keep", "2", "--db", db]) == 0
+    assert "forgot scan(s) 1, 2" in capsys.readouterr().err
+    assert main(["forget", "--before", "2000-01-01", "--db", db]) == 0  # none that old
+    assert "nothing forgotten" in capsys.readouterr().err
+    assert main(["forget", "--before", "2999-01-01", "--db", db]) == 0
+    assert "forgot scan(s) 3, 4" in capsys.readouterr().err
+    assert main(["forget", "--before", "yesterday", "--db", db]) == 2
+    assert main(["forget", "--db", db]) == 2

@@ -9,6 +9,7 @@ database read-only and never change a byte of it (an older schema is read as it 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -72,7 +73,15 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("id", type=_scan_id, metavar="ID", help="the scan's id (portscout history)")
         add_output_options(p)
     if command == "forget":
-        p.add_argument("ids", type=_scan_id, nargs="+", metavar="ID", help="scans to delete")
+        p.add_argument("ids", type=_scan_id, nargs="*", metavar="ID", help="scans to delete")
+        p.add_argument(
+            "--before",
+            type=_date,
+            metavar="DATE",
+            help="also scans started before DATE (2026-12-01 or 2026-12-01T08:00)",
+        )
+        p.add_argument("--keep", type=_count, metavar="N",
+                       help="also every scan but the newest N")  # fmt: skip
     if command == "diff":
         p.add_argument("a", type=_scan_id, metavar="A", help="the earlier scan's id")
         p.add_argument("b", type=_scan_id, metavar="B", help="the later scan's id")
@@ -91,12 +100,13 @@ def run_command(command: str, argv: Sequence[str]) -> int:
     if command == "resume":
         return _resume(args)
     if command == "forget":
-        with Store.open(db_path(args), create=False) as store:
-            store.forget(args.ids)
-        print(f"portscout: forgot scan(s) {', '.join(map(str, args.ids))}", file=sys.stderr)
-        return EXIT_OK
+        return _forget(args)
     if command == "show":
         refuse_shared(output_options(args).files, str(db_path(args)))
+    if command == "history" and not db_path(args).exists():
+        # Nothing scanned yet is a fact, not an error (was: exit 1, "no history database").
+        print(f"portscout: no scans recorded yet ({db_path(args)})", file=sys.stderr)
+        return EXIT_OK
     with Store.open(db_path(args), readonly=True) as store:
         if command == "history":
             _print_history(store.scans(args.last), as_json=args.json)
@@ -109,6 +119,36 @@ def run_command(command: str, argv: Sequence[str]) -> int:
         else:
             return _show(store.load(args.id), store.results(args.id), args)
     return EXIT_OK
+
+
+def _forget(args: argparse.Namespace) -> int:
+    """Delete the scans named, and those ``--before`` a date or past the newest ``--keep``."""
+    if not args.ids and args.before is None and args.keep is None:
+        raise OptionError("forget what? give scan ids, --before DATE or --keep N")
+    with Store.open(db_path(args), create=False) as store:
+        ids = set(args.ids)
+        if args.before is not None or args.keep is not None:
+            scans = sorted(store.scans(None), key=lambda s: (s.meta.started, s.id))
+            if args.before is not None:
+                ids |= {s.id for s in scans if s.meta.started < args.before}
+            if args.keep is not None:
+                ids |= {s.id for s in scans[: max(0, len(scans) - args.keep)]}
+        if not ids:
+            print("portscout: no scan matches: nothing forgotten", file=sys.stderr)
+            return EXIT_OK
+        store.forget(sorted(ids))
+    print(f"portscout: forgot scan(s) {', '.join(map(str, sorted(ids)))}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _date(text: str) -> float:
+    """``--before``'s date: ISO 8601 (a day, or a day and a time), local time; epoch s."""
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise OptionError(
+            f"invalid date '{text}' (use e.g. 2026-12-01 or 2026-12-01T08:00)"
+        ) from None
 
 
 def _resume(args: argparse.Namespace) -> int:
