@@ -21,6 +21,7 @@ from portscout.cli import main
 from portscout.errors import StoreError
 from portscout.history_config import config_from_record, config_record
 from portscout.output.ndiff import diff_text
+from portscout.output.normal import NormalWriter
 from portscout.output.progress import LiveProgress, StatsLines, clock_text
 from portscout.plan import Probe
 from portscout.recorder import Recorder
@@ -477,3 +478,21 @@ def test_diff_folds_bulk_changes_and_lists_open_ones(tmp_path: Path) -> None:
     assert "-Not shown: 1970 unscanned ports\n+Not shown: 1970 closed ports\n" in text
     assert "-22/tcp      closed    ssh\n+22/tcp      open      ssh" in text
     assert len(text.splitlines()) < 40
+
+
+@pytest.mark.parametrize(
+    ("status", "ending"),
+    [(ScanStatus.DONE, "done"), (ScanStatus.INTERRUPTED, "interrupted"),
+     (ScanStatus.FAILED, "failed")],
+)  # fmt: skip
+def test_a_shown_scan_ends_as_it_ended(tmp_path: Path, status: ScanStatus, ending: str) -> None:
+    # Was: a failed scan was shown as "interrupted".
+    with Store.open(tmp_path / "h.db") as store:
+        scan_id = _record(store, [_result(22, State.OPEN)], status)
+        report = rebuild_report(store.load(scan_id), store.results(scan_id))
+    assert report.ending == ending
+    text = io.StringIO()
+    writer = NormalWriter(text)
+    writer.start(_meta())
+    writer.finish(report)
+    assert (f"scan {ending}: results are incomplete" in text.getvalue()) == (ending != "done")

@@ -202,6 +202,7 @@ class Report:
     probes_planned: int = 0
     probes_sent: int = 0
     interrupted: bool = False
+    failed: bool = False  # ended by an error (a recorded scan shown again): not interrupted
     results: list[Result] = field(default_factory=list)
     counts: Counter[State] = field(default_factory=Counter)
     # Host discovery (absent with -Pn): the hosts found up, with why, of how many targets.
@@ -220,6 +221,11 @@ class Report:
     def count_closed(self, count: int) -> None:
         """Count closed results that were never materialised (see ``keep_closed``)."""
         self.counts[State.CLOSED] += count
+
+    @property
+    def ending(self) -> str:
+        """How the scan ended, as the outputs say it: ``done``, ``interrupted``, ``failed``."""
+        return "failed" if self.failed else "interrupted" if self.interrupted else "done"
 
     @property
     def duration(self) -> float | None:

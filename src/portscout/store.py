@@ -520,6 +520,7 @@ def rebuild_report(scan: StoredScan, results: Iterable[Result]) -> Report:
         probes_planned=scan.probes_planned,
         probes_sent=scan.probes_sent,
         interrupted=scan.status is not ScanStatus.DONE,
+        failed=scan.status is ScanStatus.FAILED,
     )
     for result in results:
         report.add(result)

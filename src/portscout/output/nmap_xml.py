@@ -233,7 +233,8 @@ class NmapXmlWriter:
             ("elapsed", f"{elapsed:.2f}"),
         ]
         if report.interrupted:
-            finished += [("exit", "error"), ("errormsg", "scan interrupted; results incomplete")]
+            message = f"scan {report.ending}; results incomplete"
+            finished += [("exit", "error"), ("errormsg", message)]
         else:
             finished.append(("exit", "success"))
         up, down = self._count.up, self._count.down

@@ -101,7 +101,7 @@ class NormalWriter:
         if self._comments:
             end = report.finished if report.finished is not None else self._clock()
             if report.interrupted:
-                self._out.write("# portscout scan interrupted: results are incomplete\n")
+                self._out.write(f"# portscout scan {report.ending}: results are incomplete\n")
             elapsed = max(end - report.started, 0.0)
             self._out.write(f"# portscout done at {nmap_time(end)} -- {count.summary(elapsed)}\n")
         else:
@@ -207,7 +207,7 @@ def summary_line(report: Report, *, up: int, down: int) -> str:
     duration = report.duration or 0.0
     retries = max(0, report.probes_sent - sum(counts.values()))
     rate = report.probes_sent / duration if duration > 0 else 0.0
-    status = "interrupted" if report.interrupted else "done"
+    status = report.ending
     sent = report.probes_sent
     return (
         f"portscout {status}: {up} {plural(up, 'host', 'hosts')} up, {down} down; "
