@@ -205,3 +205,28 @@ def test_history_before_any_scan_and_pruning(
     assert "forgot scan(s) 3, 4" in capsys.readouterr().err
     assert main(["forget", "--before", "yesterday", "--db", db]) == 2
     assert main(["forget", "--db", db]) == 2
+
+
+def test_resume_goes_on_writing_the_first_runs_outputs(tmp_path: Path) -> None:
+    # Was: a resume wrote no file unless given outputs again; now the first run's files
+    # are written again, whole: its results and the resume's.
+    db, xml, jsonl = tmp_path / "h.db", tmp_path / "scan.xml", tmp_path / "scan.jsonl"
+    outputs = ["-oX", str(xml), "-oJ", str(jsonl), "--no-fold"]
+    with serve({("127.0.0.1", 5): "accept", ("127.0.0.1", 90): "accept"}), nft_rules(DROP):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "portscout", *SLOW, "--db", str(db), *outputs],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None and _stored_rows(db) < 40:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the scan ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        first = len([line for line in jsonl.read_text().splitlines() if '"port"' in line])
+        assert 0 < first < 140
+        assert main(["resume", "1", "--db", str(db), "-q"]) == 0
+    ports = [json.loads(line) for line in jsonl.read_text().splitlines() if '"port"' in line]
+    assert sorted(p["port"] for p in ports) == list(range(1, 141))
+    (host,) = NmapParser.parse_fromfile(str(xml)).hosts
+    assert sorted(host.get_open_ports()) == [(5, "tcp"), (90, "tcp")]

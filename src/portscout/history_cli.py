@@ -29,7 +29,7 @@ from portscout.cli import (
 )
 from portscout.cli import _db_path as db_path
 from portscout.cli import _Parser as Parser
-from portscout.errors import OptionError, StoreError
+from portscout.errors import OptionError, PortscoutError, StoreError
 from portscout.history_config import config_from_record, recorded_resolver
 from portscout.outfiles import refuse_shared
 from portscout.output.ndiff import diff_text
@@ -121,6 +121,25 @@ def run_command(command: str, argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+# The output options a resumed scan takes from its first run when it is given none.
+_FILE_OUTPUTS = ("normal_out", "xml_out", "grep_out", "json_out", "csv_out", "all_out",
+                 "no_fold", "only_open", "reason")  # fmt: skip
+
+
+def _outputs_of(stored: StoredScan, args: argparse.Namespace) -> None:
+    """Give ``args`` the file outputs the scan was started with: a resume goes on writing
+    them (each written whole again, the first run's results and the new ones), unless it
+    is given outputs of its own. Standard output is not one of them."""
+    try:
+        first = build_parser().parse_args(list(stored.meta.args[1:]))
+    except PortscoutError:
+        return  # a command line this version no longer reads: outputs as given
+    for name in _FILE_OUTPUTS:
+        value = getattr(first, name, None)
+        if value is not None and value != "-":
+            setattr(args, name, value)
+
+
 def _forget(args: argparse.Namespace) -> int:
     """Delete the scans named, and those ``--before`` a date or past the newest ``--keep``."""
     if not args.ids and args.before is None and args.keep is None:
@@ -155,8 +174,10 @@ def _resume(args: argparse.Namespace) -> int:
     """Scan the probes a stopped scan has not answered, on the addresses it started with."""
     # run_scan reads scan options too: take their defaults from the scan parser.
     args = argparse.Namespace(**{**vars(build_parser().parse_args([])), **vars(args)})
-    refuse_shared(output_options(args).files, str(db_path(args)))
     with Store.open(db_path(args), create=False) as store:
+        if not output_options(args).files:
+            _outputs_of(store.load(args.id), args)
+        refuse_shared(output_options(args).files, str(db_path(args)))
         stored = store.claim(args.id)
         try:
             prior = store.results(args.id)
