@@ -51,10 +51,11 @@ def _stored_rows(db: Path) -> int:
         return 0
 
 
-def _interrupted_then_resumed(tmp_path: Path, sig: signal.Signals) -> dict[int, str]:
-    db = tmp_path / "history.db"
+def _interrupt_slow_scan(db: Path, sig: signal.Signals, *extra: str) -> tuple[int, str]:
+    """SLOW into ``db`` (with ``extra`` options), sent ``sig`` once 40 ports are stored:
+    its exit code and what it said."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "portscout", *SLOW, "--db", str(db)],
+        [sys.executable, "-m", "portscout", *SLOW, "--db", str(db), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30
@@ -63,8 +64,14 @@ def _interrupted_then_resumed(tmp_path: Path, sig: signal.Signals) -> dict[int, 
     assert proc.poll() is None, "the scan ended before it could be interrupted"
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=30)
+    return proc.returncode, stderr
+
+
+def _interrupted_then_resumed(tmp_path: Path, sig: signal.Signals) -> dict[int, str]:
+    db = tmp_path / "history.db"
+    returncode, stderr = _interrupt_slow_scan(db, sig)
     assert "Traceback" not in stderr
-    assert proc.returncode == (130 if sig is signal.SIGINT else -signal.SIGKILL), stderr
+    assert returncode == (130 if sig is signal.SIGINT else -signal.SIGKILL), stderr
     partial = _states(db, 1)
     assert 40 <= len(partial) < 140
     listed = subprocess.run(
@@ -213,16 +220,7 @@ def test_resume_goes_on_writing_the_first_runs_outputs(tmp_path: Path) -> None:
     db, xml, jsonl = tmp_path / "h.db", tmp_path / "scan.xml", tmp_path / "scan.jsonl"
     outputs = ["-oX", str(xml), "-oJ", str(jsonl), "--no-fold"]
     with serve({("127.0.0.1", 5): "accept", ("127.0.0.1", 90): "accept"}), nft_rules(DROP):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "portscout", *SLOW, "--db", str(db), *outputs],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None and _stored_rows(db) < 40:
-            time.sleep(0.05)
-        assert proc.poll() is None, "the scan ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+        assert _interrupt_slow_scan(db, signal.SIGINT, *outputs)[0] == 130
         first = len([line for line in jsonl.read_text().splitlines() if '"port"' in line])
         assert 0 < first < 140
         assert main(["resume", "1", "--db", str(db), "-q"]) == 0

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from portscout.output.hosts import HostResults
-from portscout.output.nmap_xml import HostCount, nmap_time, shown
+from portscout.output.nmap_xml import HostCount, initiated, nmap_time, shown
 from portscout.ports import format_ports
 from portscout.results import Report, Result, ScanMeta
 
@@ -61,10 +61,7 @@ class GrepableWriter:
 
     def start(self, meta: ScanMeta) -> None:
         self._port_scan = bool(meta.ports)
-        self._out.write(
-            f"# portscout {meta.version} scan initiated {nmap_time(meta.started)}"
-            f" as: {meta.command_line}\n"
-        )
+        self._out.write(f"# {initiated(meta)}\n")
         if self._verbose >= 1:
             tcp = f"{len(meta.ports)};{format_ports(meta.ports)}"
             self._out.write(f"# Ports scanned: TCP({tcp}) UDP(0;) SCTP(0;) PROTOCOLS(0;)\n")

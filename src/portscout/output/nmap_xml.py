@@ -53,6 +53,13 @@ def nmap_time(epoch: float) -> str:
     return time.ctime(epoch)
 
 
+def initiated(meta: ScanMeta) -> str:
+    """nmap's first line of every output: what scanned, when, and with which command."""
+    return (
+        f"portscout {meta.version} scan initiated {nmap_time(meta.started)} as: {meta.command_line}"
+    )
+
+
 def plural(count: int, one: str, many: str) -> str:
     return one if count == 1 else many
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from portscout.output.hosts import HostResults
-from portscout.output.nmap_xml import HostCount, nmap_time, plural, shown
+from portscout.output.nmap_xml import HostCount, initiated, nmap_time, plural, shown
 from portscout.results import Report, Result, ScanMeta, State
 
 DOWN_HINT = "Note: Host seems down. If it is really up, but blocking our ping probes, try -Pn"
@@ -84,10 +84,7 @@ class NormalWriter:
     def start(self, meta: ScanMeta) -> None:
         self._port_scan = bool(meta.ports)
         if self._comments:
-            self._out.write(
-                f"# portscout {meta.version} scan initiated {nmap_time(meta.started)}"
-                f" as: {meta.command_line}\n"
-            )
+            self._out.write(f"# {initiated(meta)}\n")
 
     def host(self, host: HostResults) -> None:
         self._count.add(host)
