@@ -218,6 +218,9 @@ class ServiceDetector:
         finally:
             exchange.elapsed_ms = (loop.time() - started) * 1000
             writer.transport.abort()  # no lingering close handshake with a hostile peer
+            log.debug("%s:%d probe %s%s: %d bytes in %.0f ms%s", host, port, probe.name,
+                      " (tls)" if context else "", len(exchange.data), exchange.elapsed_ms,
+                      ", closed" if exchange.closed else "")  # fmt: skip
         return exchange
 
     async def _connect(
