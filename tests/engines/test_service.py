@@ -85,9 +85,29 @@ def test_silent_until_asked_cuts_the_null_wait() -> None:
     assert found is not None
     assert (found.name, found.product, found.version) == ("http", "nginx", "1.22.1")
     assert took < 3.0
-    without, slow = detect(http, DetectOptions(max_wait=1.0, parallel_null=False))
+    without, slow = detect(http, DetectOptions(max_wait=1.0, parallel_probes=1))
     assert without == found
     assert slow >= 1.0  # nmap's order, serially: the NULL wait first
+
+
+async def postgres_like(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Silent until spoken to; hangs up on what it does not understand, answers a startup
+    packet with an error: the NULL wait must end once a later probe is answered."""
+    request = await reader.read(1000)
+    if request[4:8] == struct.pack("!i", 196608):
+        body = b"SFATAL\x00C28000\x00Mno such role\x00\x00"
+        writer.write(b"E" + struct.pack("!i", 4 + len(body)) + body)
+        await writer.drain()
+
+
+def test_silence_is_cut_when_a_later_probe_is_answered() -> None:
+    found, took = detect(postgres_like, DetectOptions(max_wait=6.0, port_budget=10.0))
+    assert found is not None
+    assert (found.name, found.probe) == ("postgresql", "PostgresStartup")
+    assert took < 3.0  # not the NULL probe's 6 s
+    serial, slow = detect(postgres_like, DetectOptions(max_wait=1.0, parallel_probes=1))
+    assert serial == found
+    assert slow >= 1.0
 
 
 def test_nmap_file_names_the_same(nmap_db: ProbeDatabase) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import struct
@@ -306,12 +307,12 @@ def test_rate_is_respected() -> None:
 
 @pytest.mark.netns
 @pytest.mark.usefixtures("isolated")
-def test_forged_answers_are_never_reported() -> None:
+def test_forged_answers_are_never_reported(caplog: pytest.LogCaptureFixture) -> None:
     """While port 7401 is silent (dropped), a forger floods our source ports with SYN-ACKs,
     RST-ACKs and bare RSTs with wrong acks and ICMP errors quoting a wrong seq: the port
     stays filtered. A forgery carrying the right cookie (the test knows the key) does
     get through, so the flood is not vacuous."""
-    target, silent, forged_open = LO, 7401, 7402
+    target, silent, forged_open, never_probed = LO, 7401, 7402, 7403
     secret = scan_secret(KEY)
     engine = SynEngine(key=KEY)
     plan = ScanPlan.create(parse_targets(["127.0.0.1"]), [silent, forged_open], KEY)
@@ -328,6 +329,9 @@ def test_forged_answers_are_never_reported() -> None:
             right = matcher.cookie(LO.packed, target.packed, sport, forged_open) + 1
             good = answer(target, LO, forged_open, sport, ack=right, flags=SYN | ACK)
             sender.sendto(good, ("127.0.0.1", 0))
+            unasked = matcher.cookie(LO.packed, target.packed, sport, never_probed) + 1
+            sender.sendto(answer(target, LO, never_probed, sport, ack=unasked, flags=SYN | ACK),
+                          ("127.0.0.1", 0))  # fmt: skip
 
     async def run() -> list[Result]:
         results: list[Result] = []
@@ -347,10 +351,17 @@ def test_forged_answers_are_never_reported() -> None:
         return results
 
     rules = (f"tcp dport {silent} drop", f"tcp dport {forged_open} drop")
+    caplog.set_level(logging.DEBUG, logger="portscout.engines.syn")
     with input_rules(*rules):
         found = {r.port: r for r in asyncio.run(run())}
     assert (found[silent].state, found[silent].reason) == (State.FILTERED, Reason.NO_RESPONSE)
     assert found[forged_open].state is State.OPEN
+    assert never_probed not in found
+    # Counted, never reported (issue 13), and said with -d: SYN-ACKs failing the cookie,
+    # and SYN-ACKs for a port never probed (or already decided).
+    assert engine.forged_synacks > 0
+    assert engine.stray_synacks > 0
+    assert "SYN-ACKs for no probe in flight" in caplog.text
 
 
 @pytest.mark.netns

@@ -70,6 +70,19 @@ def test_ruleset_keys_every_rule_by_address() -> None:
     assert "limit rate" not in ruleset(hosts, tun="pslab9")
 
 
+def test_ruleset_puts_the_syn_proxy_before_only_its_hosts() -> None:
+    proxied = Host(address=IPv4Address("198.18.1.8"), synproxy=True)
+    text = ruleset([Host(address=ADDRESS), proxied], tun="pslab9")
+    assert "set synproxy_hosts {\n    type ipv4_addr\n    elements = { 198.18.1.8 }" in text
+    assert 'iifname "pslab9" ip daddr @synproxy_hosts tcp flags syn notrack' in text
+    assert (
+        "ip daddr @synproxy_hosts ct state invalid,untracked synproxy mss 1460 wscale 7"
+        " timestamp sack-perm" in text
+    )
+    plain = ruleset([Host(address=ADDRESS)], tun="t")
+    assert "set synproxy_hosts {\n    type ipv4_addr\n  }" in plain  # empty: proxies nobody
+
+
 def test_delay_line_delays_and_drops_per_host() -> None:
     far = IPv4Address("198.18.1.7")
     line = DelayLine(

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from portscout.output.hosts import BarePort, HostOrder, HostResults, smoothed_rtt
 from portscout.plan import HostList
-from portscout.results import ClosedPorts, IPAddress, Reason, Result, State
+from portscout.results import ClosedPorts, IPAddress, Reason, Result, Service, State
 from tests.output.conftest import results_for
 
 HOSTS = [ip_address(f"198.18.0.{i}") for i in range(1, 5)]
@@ -98,3 +98,33 @@ def test_smoothed_rtt_is_rfc_6298() -> None:
     assert smoothed_rtt([0.1]) == (0.1, 0.05)
     srtt, rttvar = smoothed_rtt([0.1, 0.2]) or (0, 0)
     assert (round(srtt, 6), round(rttvar, 6)) == (0.1125, 0.0625)
+
+
+def _host(opened: int, closed: int) -> HostResults:
+    host = HostResults(HOSTS[0])
+    for port in range(1, opened + closed + 1):
+        state = State.OPEN if port <= opened else State.CLOSED
+        host.add(Result(HOSTS[0], port, state, Reason.SYN_ACK if port <= opened else Reason.RESET))
+    return host
+
+
+def test_a_host_answering_nearly_every_port_is_flagged() -> None:
+    """Issue 13: >= 90% of >= 100 probed ports open is a SYN proxy, cookies or a tarpit."""
+    assert _host(100, 0).answers_every_port
+    assert _host(90, 10).answers_every_port
+    assert not _host(89, 11).answers_every_port  # a busy host, not every port
+    assert not _host(99, 0).answers_every_port  # too few ports to judge
+    flagged = _host(100, 0)
+    assert str(flagged.note()).startswith("all-ports-answer: 100 of 100 probed ports")
+    assert _host(50, 50).note() is None
+
+
+def test_only_a_service_that_spoke_makes_a_port_confident() -> None:
+    host = _host(120, 0)
+    silent = host.kept[0]
+    spoke = silent._replace(service=Service(name="ssh", method="probed", confidence=10))
+    wrapped = silent._replace(service=Service(name="tcpwrapped", method="probed"))
+    guessed = silent._replace(service=Service(name="ssh", method="table", confidence=3))
+    assert host.confidence(spoke) == 1.0
+    assert host.confidence(silent) == host.confidence(wrapped) == host.confidence(guessed) == 0.2
+    assert _host(10, 110).confidence(spoke) is None  # an ordinary host: nothing to doubt

@@ -12,6 +12,7 @@ from portscout.services.match import (
     Matcher,
     PatternFacts,
     analyse,
+    first_bytes,
     service_from_hit,
     substitute,
 )
@@ -108,6 +109,21 @@ def test_facts_hold_for_every_real_match(nmap_db: ProbeDatabase) -> None:
                 assert facts.required in hay, match
                 assert facts.first is None or response[0] in facts.first, match
     assert checked > 5
+
+
+def test_first_bytes_never_contradicts_analyse(nmap_db: ProbeDatabase) -> None:
+    """The cheap first-byte index (every line of a matcher) is analyse's first byte, or
+    more precise where analyse gives up on something past the first atom; never other."""
+    known = 0
+    for match in nmap_db.matches():
+        cheap, full = first_bytes(match.pattern, match.flags), analyse(match.pattern, match.flags)
+        assert full.first is None or cheap == full.first, match
+        known += cheap is not None
+    assert known > 10_000
+    assert first_bytes(rb"^a|b") is None  # an alternative at the top: no first byte
+    assert first_bytes(rb"^a*b") is None
+    assert first_bytes(rb"^(?:a)") is None
+    assert first_bytes(rb"^x", re.IGNORECASE) == frozenset(b"xX")
 
 
 def _db() -> ProbeDatabase:

@@ -10,10 +10,12 @@ Bounds, so that no server can stall a scan or fill memory (issue 13, hostile ser
   so far (a softmatch, TLS) is the answer;
 - ports at once: ``concurrency`` (a semaphore).
 
-LZR-style: while the NULL probe waits for a banner (nmap waits 6 s), the next probe runs
-on a second connection. When that one hard-matches and the NULL connection has still
-received nothing, the server evidently waits for the client: the NULL wait is cut short.
-Otherwise the NULL probe's outcome is used first, as in nmap's order.
+LZR-style, widened: while a probe waits for its answer (the NULL probe waits 6 s for a
+banner, a probe a server does not understand waits its ``totalwaitms``), the next probes
+in nmap's order already run on connections of their own, at most ``parallel_probes`` in
+flight per port and ``LOOKAHEAD`` ahead. Outcomes are still taken in nmap's order; a
+probe's wait is cut only when a later probe has hard-matched while this one has received
+nothing at all (the server evidently waits for the client, and silence would not match).
 
 Matching runs on the event loop: the indexed matcher costs well under a millisecond per
 response (docs/benchmarks.md), and checks during reading are spaced ``CHECK_INTERVAL``
@@ -28,7 +30,7 @@ import dataclasses
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from portscout.ports import service_names
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL = 0.05  # seconds between match attempts while a response trickles in
 READ_CHUNK = 4096
 ALPN_OFFERED = ("h2", "http/1.1")
+LOOKAHEAD = 8  # probes a port may run ahead of the one whose outcome is awaited
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,7 +65,7 @@ class DetectOptions:
     read_limit: int = MAX_MATCH_BYTES
     port_budget: float = 30.0
     concurrency: int = 64
-    parallel_null: bool = True  # LZR-style second connection during the NULL wait
+    parallel_probes: int = 4  # connections in flight per port (1: nmap's serial order)
 
     def __post_init__(self) -> None:
         if not 0 <= self.intensity <= 9:
@@ -144,19 +147,16 @@ class ServiceDetector:
     async def _probe_all(
         self, host: IPAddress, port: int, session: PortSession, tls: _Tls
     ) -> Service | None:
-        spare: tuple[ServiceProbe, asyncio.Task[Exchange]] | None = None
+        flight: dict[str, _InFlight] = {}
         try:
             while (probe := session.next_probe()) is not None:
-                if spare is not None and spare[0] is not probe:  # a softmatch changed the plan
-                    await _drop(spare)
-                    spare = None
-                if spare is not None:
-                    exchange = await spare[1]
-                    spare = None
-                elif probe.is_null and self.options.parallel_null:
-                    exchange, spare = await self._null_with_next(host, port, probe, session, tls)
-                else:
-                    exchange = await self._exchange(host, port, probe, session, tls.probing)
+
+                def refill(current: ServiceProbe = probe) -> None:
+                    self._launch(host, port, current, session, tls, flight)
+
+                refill()
+                exchange = await _awaited(flight[probe.name], flight, refill)
+                del flight[probe.name]
                 outcome = session.finish(
                     probe, bytes(exchange.data), closed=exchange.closed,
                     elapsed_ms=exchange.elapsed_ms,
@@ -164,34 +164,32 @@ class ServiceDetector:
                 if outcome.step is Step.DONE:
                     return outcome.result
                 if outcome.step is Step.START_TLS:
-                    await _drop(spare)
-                    spare = None
+                    await _drop(flight)
                     if not await self._start_tls(host, port, tls):
                         return session.tls_failed().result
                     session.start_tls()
             return session.final()
         finally:
-            await _drop(spare)
+            await _drop(flight)
 
-    async def _null_with_next(
-        self, host: IPAddress, port: int, null: ServiceProbe, session: PortSession, tls: _Tls
-    ) -> tuple[Exchange, tuple[ServiceProbe, asyncio.Task[Exchange]] | None]:
-        """The NULL probe, with the next probe on a second connection meanwhile."""
-        null_exchange = Exchange()
-        null_task = asyncio.create_task(
-            self._exchange(host, port, null, session, tls.probing, null_exchange)
-        )
-        following = session.peek()
-        if following is None:
-            return await null_task, None
-        spare = asyncio.create_task(self._exchange(host, port, following, session, tls.probing))
-        done, _ = await asyncio.wait({null_task, spare}, return_when=asyncio.FIRST_COMPLETED)
-        if null_task not in done and spare.result().hard and not null_exchange.data:
-            null_task.cancel()  # the server waits for the client: no banner is coming
-            with contextlib.suppress(asyncio.CancelledError):
-                await null_task
-            return null_exchange, (following, spare)
-        return await null_task, (following, spare)
+    def _launch(self, host: IPAddress, port: int, probe: ServiceProbe, session: PortSession,
+                tls: _Tls, flight: dict[str, _InFlight]) -> None:  # fmt: skip
+        """Start ``probe`` (unless running) and the next ones while fewer than
+        ``parallel_probes`` are in flight; cancel those a softmatch has taken off the plan."""
+        ahead = session.upcoming(LOOKAHEAD)
+        wanted = {probe.name, *(p.name for p in ahead)}
+        for name in [n for n in flight if n not in wanted]:
+            flight.pop(name).task.cancel()
+        for candidate in [probe, *ahead]:
+            running = sum(1 for f in flight.values() if not f.task.done())
+            if candidate is not probe and running >= self.options.parallel_probes:
+                break
+            if candidate.name not in flight:
+                exchange = Exchange()
+                task = asyncio.create_task(
+                    self._exchange(host, port, candidate, session, tls.probing, exchange)
+                )
+                flight[candidate.name] = _InFlight(exchange, task)
 
     async def _exchange(
         self,
@@ -220,6 +218,9 @@ class ServiceDetector:
         finally:
             exchange.elapsed_ms = (loop.time() - started) * 1000
             writer.transport.abort()  # no lingering close handshake with a hostile peer
+            log.debug("%s:%d probe %s%s: %d bytes in %.0f ms%s", host, port, probe.name,
+                      " (tls)" if context else "", len(exchange.data), exchange.elapsed_ms,
+                      ", closed" if exchange.closed else "")  # fmt: skip
         return exchange
 
     async def _connect(
@@ -254,8 +255,9 @@ class ServiceDetector:
             except (OSError, ssl.SSLError):  # reset, or TLS broken mid-stream
                 exchange.closed = True
                 return
-            if not chunk:
+            if not chunk:  # closed: the whole answer is in, match it once more
                 exchange.closed = True
+                exchange.hard = bool(data) and session.check(probe, bytes(data)) is not None
                 return
             data += chunk
             now = loop.time()
@@ -285,12 +287,50 @@ class ServiceDetector:
         return True
 
 
-async def _drop(spare: tuple[ServiceProbe, asyncio.Task[Exchange]] | None) -> None:
-    """Cancel a second connection's probe that is no longer wanted, and wait for it."""
-    if spare is not None:
-        spare[1].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await spare[1]
+@dataclass(slots=True)
+class _InFlight:
+    """A probe running on its own connection: what it has received so far, and its task."""
+
+    exchange: Exchange
+    task: asyncio.Task[Exchange]
+
+
+async def _awaited(
+    current: _InFlight, flight: dict[str, _InFlight], refill: Callable[[], None]
+) -> Exchange:
+    """The current probe's exchange when it ends, or cut short (nothing received) once a
+    later probe has been answered: the server speaks when spoken to, and this probe's
+    silence will not match. ``refill`` starts later probes as earlier ones end."""
+    while not current.task.done():
+        refill()
+        others = [f for f in flight.values() if f is not current]
+        if not current.exchange.data and any(f.exchange.data for f in others):
+            current.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await current.task
+            return current.exchange
+        pending = {f.task for f in others if not f.task.done()}
+        if not pending:
+            await current.task
+            break
+        await _first_data(current, pending)
+    return current.task.result()
+
+
+async def _first_data(current: _InFlight, pending: set[asyncio.Task[Exchange]]) -> None:
+    """Wait until the current probe ends or another ends, or for a short tick while the
+    others are still reading (data arriving does not end a task)."""
+    await asyncio.wait({current.task, *pending}, timeout=CHECK_INTERVAL,
+                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+
+
+async def _drop(flight: dict[str, _InFlight]) -> None:
+    """Cancel the probes still in flight that are no longer wanted, and wait for them."""
+    tasks = [f.task for f in flight.values()]
+    flight.clear()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _with_tls(service: Service, tls: _Tls) -> Service:

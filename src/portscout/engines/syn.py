@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import ctypes
 import hashlib
+import logging
 import secrets
 import socket
 import struct
@@ -76,6 +77,7 @@ UNROUTABLE: Final = (State.FILTERED, Reason.NET_UNREACH)
 # An enum member costs a class attribute lookup (0.2 us in 3.11): per answer, these.
 _CLOSED, _OPEN, _FILTERED = State.CLOSED, State.OPEN, State.FILTERED
 _RESET, _SYN_ACK = Reason.RESET, Reason.SYN_ACK
+log = logging.getLogger(__name__)
 _COOKIE_PERSON: Final = b"portscout.syn"  # packets.syn_cookie's; checked in AnswerMatcher
 _PORTS = struct.Struct("!HH")
 _IP_FIELDS = struct.Struct("!HxxHxB")  # total length, flags+fragment offset, protocol (at 2)
@@ -216,6 +218,8 @@ class SynEngine:
         self.keep_closed = keep_closed
         self.sent = 0  # SYNs sent by the last run, retransmissions included
         self.closed = 0  # closed ports counted and not yielded (keep_closed False)
+        self.stray_synacks = 0  # SYN-ACKs of the last run for no probe in flight (ignored)
+        self.forged_synacks = 0  # SYN-ACKs of the last run failing the cookie (ignored)
         self.closed_ports: dict[IPAddress, array[int]] | None = None
         self.source_ports: range | None = None  # the block the running scan holds
 
@@ -249,6 +253,11 @@ class SynEngine:
                     yield done.popleft()
         finally:
             self.sent, self.closed = scan.sent, scan.closed
+            self.stray_synacks, self.forged_synacks = scan.stray_synacks, scan.forged_synacks
+            if scan.stray_synacks or scan.forged_synacks:
+                log.debug("syn: ignored %d SYN-ACKs for no probe in flight (never probed, "
+                          "or already decided) and %d failing the cookie check",
+                          scan.stray_synacks, scan.forged_synacks)  # fmt: skip
             scan.close()
             claim.release()
             self.source_ports = None
@@ -279,6 +288,11 @@ class _SynScan:
         self.flights: dict[tuple[bytes, int], Flight] = {}
         self.sent = 0
         self.closed = 0
+        # SYN-ACKs ignored (issue 13; logged at DEBUG, never reported): for no flight
+        # (a port never probed or already decided: duplicates, SYN proxies' extra
+        # answers) and with an ack that fails our cookie (a forgery, another scanner's).
+        self.stray_synacks = 0
+        self.forged_synacks = 0
         self._now = 0.0  # when the receive batch being matched was read
         self._last_host: IPAddress | None = None
         self._last_route: _Route | Result | None = None
@@ -452,6 +466,7 @@ class _SynScan:
         low, high, matcher = self.sports.start, self.sports.stop, self.matcher
         flights, quietly = self.flights, self.scheduler.answered_quietly
         get, count_only, closed = flights.get, not self.keep_closed, 0
+        stray = forged = 0
         collected = self.closed_ports
         # Each answer is timed by the kernel's receive stamp: read later, in a batch, it
         # would carry the wait of the event loop (milliseconds) in its round trip.
@@ -485,10 +500,12 @@ class _SynScan:
                     continue
                 key = (peer, port)
                 flight = get(key)
-                if flight is None:
-                    continue  # already decided: a duplicate, or a forgery
+                if flight is None:  # already decided, never probed, or a forgery
+                    stray += state is _OPEN
+                    continue
                 kept = (ack << 16 | sport) == flight.tag and local == flight.host.tag
                 if not kept and ack != (matcher.cookie(local, peer, sport, port) + 1) & 0xFFFFFFFF:
+                    forged += state is _OPEN
                     continue
                 if count_only and reason is _RESET and kept and quietly(flight, now):
                     del flights[key]
@@ -501,6 +518,8 @@ class _SynScan:
             if len(lengths) < size:
                 break
         self.closed += closed
+        self.stray_synacks += stray
+        self.forged_synacks += forged
         self._wake_up(before)
 
     def _read_icmp4(self, sock: socket.socket) -> None:

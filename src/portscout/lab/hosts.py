@@ -90,7 +90,9 @@ class Host:
     Ports in ``open`` have a listener; ``drop`` ports are silently filtered; ``reject`` ports
     answer with the given ICMP unreachable (or RST); every other port is closed (RST from
     the kernel). A host that is not ``up`` is routed to the lab but never answers anything.
-    ``link`` overrides the lab's default link for this host.
+    ``link`` overrides the lab's default link for this host. ``synproxy`` puts the kernel's
+    SYN proxy (nftables ``synproxy``) in front of the host: every SYN gets a SYN-ACK
+    carrying a cookie, whatever the port; only the open ports then complete a connection.
     """
 
     address: IPv4Address
@@ -100,6 +102,7 @@ class Host:
     up: bool = True
     link: Link | None = None
     banner: bytes = b"SSH-2.0-portscout-lab\r\n"
+    synproxy: bool = False  # the kernel's SYN proxy answers every port's SYN (a cookie)
 
     def __post_init__(self) -> None:
         if self.address not in LAB_NETWORK:

@@ -206,6 +206,9 @@ class Lab:
     def _target_config(self) -> dict[str, Any]:
         assert self.target_tun is not None
         sysctls = {"net/core/somaxconn": "65535", "net/ipv4/tcp_max_syn_backlog": "65535"}
+        if any(h.synproxy for h in self.hosts):  # synproxy needs strict conntrack, cookies
+            sysctls["net/netfilter/nf_conntrack_tcp_loose"] = "0"
+            sysctls["net/ipv4/tcp_syncookies"] = "1"
         if self.icmp_ratelimit_ms:
             sysctls["net/ipv4/icmp_ratelimit"] = str(self.icmp_ratelimit_ms)
         else:

@@ -6,6 +6,9 @@ set per rejection kind, which scales to 10,000 ports x 256 hosts in one ``nft`` 
 
 - prerouting (priority raw): packets from the delay line to an address that is not an up
   host are dropped, so a down host is silent (no ICMP host unreachable, no RST).
+- SYN proxy (hosts with ``synproxy``): their SYNs skip conntrack in prerouting, and the
+  input chain's ``synproxy`` answers each with a cookie SYN-ACK (any port), completing the
+  connection to the host only after a valid ACK (kernel nf_synproxy).
 - input: drop, then reject, per ``address . port``.
 - output: when ``rst_rate`` is set, RSTs leaving each host address are limited to
   ``rst_rate``/s (burst ``rst_burst``) by a dynamic set keyed by source address, so each
@@ -53,6 +56,7 @@ def ruleset(
     kinds = sorted({kind for h in up for kind in h.reject.values()})
     lines = [f"table ip {TABLE} {{"]
     lines += _set("up_hosts", "ipv4_addr", (str(h.address) for h in up))
+    lines += _set("synproxy_hosts", "ipv4_addr", (str(h.address) for h in up if h.synproxy))
     port_set = "ipv4_addr . inet_service"
     lines += _set(
         "drop_ports", port_set, (f"{h.address} . {p}" for h in up for p in sorted(h.drop))
@@ -67,9 +71,13 @@ def ruleset(
         "  chain prerouting {",
         "    type filter hook prerouting priority raw; policy accept;",
         f'    iifname "{tun}" ip daddr != @up_hosts drop',
+        f'    iifname "{tun}" ip daddr @synproxy_hosts tcp flags syn notrack',
         "  }",
         "  chain input {",
         "    type filter hook input priority filter; policy accept;",
+        "    ip daddr @synproxy_hosts ct state invalid,untracked"
+        " synproxy mss 1460 wscale 7 timestamp sack-perm",
+        "    ip daddr @synproxy_hosts ct state invalid drop",
         "    ip daddr . tcp dport @drop_ports drop",
     ]
     lines += [f"    ip daddr . tcp dport @{_reject_set(k)} {_reject_statement(k)}" for k in kinds]

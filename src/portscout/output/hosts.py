@@ -31,6 +31,16 @@ IGNORABLE = (State.CLOSED, State.FILTERED)
 MIN_TIMEOUT = 0.1  # seconds: nmap's default --min-rtt-timeout, the floor of <times to>
 
 
+# A host where (nearly) every probed port answers SYN-ACK is a SYN proxy, SYN cookies on a
+# firewall or a tarpit, not that many services (issue 13). The lab's nftables synproxy
+# answers 100% of ports; a real host with many ports scanned has far fewer than 90% open,
+# and a scan of few ports (< 100) says too little to judge.
+ALL_ANSWER_MIN_PORTS = 100
+ALL_ANSWER_FRACTION = 0.9
+ALL_ANSWER_NOTE = "all-ports-answer"
+UNCONFIRMED = 0.2  # confidence of an open port of such a host that no service confirmed
+
+
 def ignore_limit(verbose: int) -> int:
     """How many ports of one state nmap lists before folding them into a summary.
 
@@ -41,6 +51,12 @@ def ignore_limit(verbose: int) -> int:
 
 def address_key(address: IPAddress) -> tuple[int, int]:
     return (address.version, int(address))
+
+
+def spoke(result: Result) -> bool:
+    """-sV heard a service on the port (a probe matched; tcpwrapped is no service)."""
+    service = result.service
+    return service is not None and service.method == "probed" and service.name != "tcpwrapped"
 
 
 class BarePort(NamedTuple):
@@ -83,6 +99,31 @@ class HostResults:
     def seen(self) -> int:
         """Ports with a result so far."""
         return sum(self.counts.values())
+
+    @property
+    def answers_every_port(self) -> bool:
+        """(Nearly) every probed port answered SYN-ACK: see ``ALL_ANSWER_FRACTION``."""
+        seen = self.seen
+        return (
+            seen >= ALL_ANSWER_MIN_PORTS and self.counts[State.OPEN] >= ALL_ANSWER_FRACTION * seen
+        )
+
+    def note(self) -> str | None:
+        """The host record's note when it answers every port, else None."""
+        if not self.answers_every_port:
+            return None
+        return (
+            f"{ALL_ANSWER_NOTE}: {self.counts[State.OPEN]} of {self.seen} probed ports answered"
+            " SYN-ACK (SYN proxy, SYN cookies or tarpit); an open port is confirmed only where"
+            " a service spoke (-sV)"
+        )
+
+    def confidence(self, result: Result) -> float | None:
+        """An open port's confidence (0-1) on a host that answers every port: low unless
+        -sV heard a service speak; None elsewhere (nothing to doubt)."""
+        if result.state is not State.OPEN or not self.answers_every_port:
+            return None
+        return 1.0 if spoke(result) else UNCONFIRMED
 
     def add(self, result: Result) -> None:
         state = result.state

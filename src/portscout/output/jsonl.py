@@ -73,6 +73,8 @@ class JsonLinesWriter:
             "latency": None if host.latency is None else round(host.latency, 6),
             "hostname": host.hostname or None,
         }
+        if (note := host.note()) is not None:
+            record["note"] = note
         if self._port_scan and host.up:
             record["ports"] = {state.value: host.counts[state] for state in State}
             folded = [] if self._no_fold else host.folded()
@@ -92,7 +94,9 @@ class JsonLinesWriter:
         address = str(host.address)
         only_open = self._only_open
         if not self._no_fold:
-            return [port_line(address, r) for r in host.listed(only_open=only_open)]
+            return [
+                port_line(address, r, host.confidence(r)) for r in host.listed(only_open=only_open)
+            ]
         # Every port: lines of port numbers only (the bulk, from worker processes or past
         # the fold limit) are made a group at a time, then merged by port with the rest.
         by_port: dict[int, str] = {}
@@ -107,17 +111,20 @@ class JsonLinesWriter:
             by_port.update(zip(ports, [f"{head}{port}{tail}" for port in ports], strict=True))
         for r in host.kept:
             if not only_open or r.state is State.OPEN:
-                by_port[r.port] = port_line(address, r)
+                by_port[r.port] = port_line(address, r, host.confidence(r))
         return [by_port[port] for port in sorted(by_port)]
 
 
-def port_line(address: str, r: Result) -> str:
+def port_line(address: str, r: Result, confidence: float | None = None) -> str:
     """``Result.to_dict`` as one JSON line, formatted directly (a full scan writes 65,535:
-    ``json.dumps`` per line would cost a quarter of the scan)."""
+    ``json.dumps`` per line would cost a quarter of the scan). ``confidence`` (0-1) only
+    for the open ports of a host that answers every port (``HostResults.confidence``)."""
     rtt = "null" if r.rtt is None else repr(round(r.rtt, 6))
     ttl = "null" if r.reason_ttl is None else str(r.reason_ttl)
     service = "" if r.service is None else ',"service":' + json.dumps(r.service.to_dict())
+    doubt = "" if confidence is None else f',"confidence":{confidence}'
     return (
         f'{{"host":"{address}","port":{r.port},"protocol":"{r.protocol}","state":"{r.state}",'
-        f'"reason":"{r.reason}","rtt":{rtt},"tries":{r.tries},"reason_ttl":{ttl}{service}}}\n'
+        f'"reason":"{r.reason}","rtt":{rtt},"tries":{r.tries},"reason_ttl":{ttl}{doubt}'
+        f"{service}}}\n"
     )

@@ -311,24 +311,31 @@ class NmapXmlWriter:
                     ],
                 )
             )
+            doubt = host.confidence(result)
+            conf = None if doubt is None or doubt >= 1.0 else round(doubt * 10)
             if result.service is not None:
-                parts.append(service_xml(result.service))
+                parts.append(service_xml(result.service, conf))
                 parts.append("</port>\n")
                 continue
             service = self._services.get(result.port) if self._services else None
             if service:
-                attrs = [("name", service), ("method", "table"), ("conf", 3)]
+                attrs = [
+                    ("name", service),
+                    ("method", "table"),
+                    ("conf", 3 if conf is None else conf),
+                ]
                 parts.append(_tag("service", attrs))
             parts.append("</port>\n")
         parts.append("</ports>\n")
         return parts
 
 
-def service_xml(service: Service) -> str:
+def service_xml(service: Service, conf: int | None = None) -> str:
     """nmap's ``<service>`` for -sV: attributes in nmap's order, ``<cpe>`` children.
 
     ``tunnel="ssl"`` for a service inside TLS, as nmap writes it; the name stays the inner
-    service's (``http``), not ``ssl/http``.
+    service's (``http``), not ``ssl/http``. ``conf`` overrides the service's confidence
+    (an unconfirmed port of a host that answers every port).
     """
     attrs: list[tuple[str, object]] = [("name", service.name)]
     for key, value in (
@@ -342,7 +349,7 @@ def service_xml(service: Service) -> str:
     ):
         if value:
             attrs.append((key, value))
-    attrs += [("method", service.method), ("conf", service.confidence)]
+    attrs += [("method", service.method), ("conf", service.confidence if conf is None else conf)]
     if not service.cpes:
         return _tag("service", attrs)
     cpes = "".join(f"<cpe>{xml_escape(cpe)}</cpe>" for cpe in service.cpes)

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TextIO
 
-from portscout.output.hosts import HostResults
+from portscout.output.hosts import HostResults, spoke
 from portscout.output.nmap_xml import HostCount, initiated, nmap_time, plural, shown
 from portscout.results import Report, Result, ScanMeta, State
 
@@ -119,6 +119,9 @@ class NormalWriter:
             return lines
         listed = host.listed(only_open=self._only_open)
         folded = host.folded()
+        if host.answers_every_port:  # once, instead of thousands of doubtful open ports
+            lines.append(f"Note: {host.note()}.\n")
+            listed = [r for r in listed if r.state is not State.OPEN or spoke(r)]
         if folded and not listed:
             total = sum(host.counts.values())
             lines.append(

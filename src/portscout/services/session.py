@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from portscout.results import Service
-from portscout.services.match import Hit, Matcher, service_from_hit
+from portscout.services.match import Analyses, Hit, Matcher, service_from_hit
 from portscout.services.probes import ProbeDatabase, ServiceProbe
 
 INTENSITY_DEFAULT = 7
@@ -47,12 +47,13 @@ class Signatures:
     def __init__(self, database: ProbeDatabase) -> None:
         self.database = database
         self._matchers: dict[tuple[str, str], Matcher] = {}
+        self._analyses = Analyses()
 
     def matcher(self, probe: ServiceProbe) -> Matcher:
         key = (probe.protocol, probe.name)
         found = self._matchers.get(key)
         if found is None:
-            found = Matcher([m for p in self.chain(probe) for m in p.matches])
+            found = Matcher([m for p in self.chain(probe) for m in p.matches], self._analyses)
             self._matchers[key] = found
         return found
 
@@ -126,10 +127,18 @@ class PortSession:
 
     def peek(self) -> ServiceProbe | None:
         """The probe ``next_probe`` would give now (for sending it early, LZR-style)."""
+        upcoming = self.upcoming(1)
+        return upcoming[0] if upcoming else None
+
+    def upcoming(self, count: int) -> list[ServiceProbe]:
+        """The next ``count`` probes ``next_probe`` would give if nothing matched."""
+        found: list[ServiceProbe] = []
         for probe in self._queue:
+            if len(found) >= count:
+                break
             if self.soft is None or self.soft.name in self.signatures.possible(probe):
-                return probe
-        return None
+                found.append(probe)
+        return found
 
     def check(self, probe: ServiceProbe, response: bytes) -> Hit | None:
         """A hard match of the response so far, to stop reading early; None otherwise."""
