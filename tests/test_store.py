@@ -25,7 +25,7 @@ from portscout.output.normal import NormalWriter
 from portscout.output.progress import LiveProgress, StatsLines, clock_text
 from portscout.plan import Probe
 from portscout.recorder import Recorder
-from portscout.results import ClosedPorts, Reason, Result, ScanMeta, State
+from portscout.results import Certificate, ClosedPorts, Reason, Result, ScanMeta, Service, State
 from portscout.scanner import Scan, ScanConfig
 from portscout.store import (
     APPLICATION_ID,
@@ -35,7 +35,7 @@ from portscout.store import (
     diff_scans,
     rebuild_report,
 )
-from portscout.store_schema import runs, unrun
+from portscout.store_schema import SCHEMA_VERSION, runs, unrun
 from portscout.timing import TimingPolicy
 
 LOCAL = IPv4Address("127.0.0.1")
@@ -393,7 +393,7 @@ def test_older_schema_read_as_is_and_migrated_by_a_writer(
     with Store.open(path) as store:
         assert [(r.port, r.state) for r in store.results(1)] == old
         assert store.load(1).counts[State.CLOSED] == 6
-    assert _user_version(path) == 3
+    assert _user_version(path) == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize(
@@ -496,3 +496,31 @@ def test_a_shown_scan_ends_as_it_ended(tmp_path: Path, status: ScanStatus, endin
     writer.start(_meta())
     writer.finish(report)
     assert (f"scan {ending}: results are incomplete" in text.getvalue()) == (ending != "done")
+
+
+def test_services_are_kept_and_diffed(tmp_path: Path) -> None:
+    # -sV's findings reach the history: show gets them back, diff sees a version change.
+    cert = Certificate(
+        subject="CN=lab",
+        issuer="CN=lab",
+        sans=("lab.test",),
+        not_before="2026-01-01T00:00:00Z",
+        not_after="2027-01-01T00:00:00Z",
+    )
+    old = Service(name="ssh", product="OpenSSH", version="9.2p1",
+                  cpes=("cpe:/a:openbsd:openssh:9.2p1",))  # fmt: skip
+    new = Service(name="http", product="nginx", version="1.26.3", tunnel="ssl", certificate=cert)
+    a = [_result(22, State.OPEN)._replace(service=old), _result(443, State.OPEN)]
+    newer = Service(name="ssh", product="OpenSSH", version="9.6p1")
+    b = [_result(22, State.OPEN)._replace(service=newer),
+         _result(443, State.OPEN)._replace(service=new)]  # fmt: skip
+    with Store.open(tmp_path / "h.db") as store:
+        first, second = _record(store, a), _record(store, b)
+        back = {r.port: r.service for r in store.results(second)}
+        assert back == {22: newer, 443: new}
+        diff = diff_scans(store, first, second)
+    (host,) = diff.hosts
+    assert [(p.port, p.before_service, p.after_service) for p in host.ports] == [
+        (22, "ssh OpenSSH 9.2p1", "ssh OpenSSH 9.6p1")  # 443: -sV on one side only
+    ]
+    assert "+22/tcp      open      ssh OpenSSH 9.6p1" in diff_text(diff, {})

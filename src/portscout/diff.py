@@ -10,17 +10,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from portscout.ports import format_ports
-from portscout.results import IPAddress, Protocol, Result, ScanMeta, State
+from portscout.results import IPAddress, Protocol, Result, ScanMeta, Service, State
 
 
 @dataclass(frozen=True, slots=True)
 class PortChange:
-    """A port whose state differs; ``None`` on a side that has no result for it."""
+    """A port whose state differs, or whose service (-sV on both sides) does; ``None`` on a
+    side that has no result for it. Services as nmap's VERSION column says them."""
 
     port: int
     protocol: Protocol
     before: State | None
     after: State | None
+    before_service: str | None = None
+    after_service: str | None = None
 
 
 # Changes between two states neither of which is open, more than this many alike on one
@@ -112,10 +115,7 @@ def _host_dict(h: HostChange) -> dict[str, object]:
         "host": str(h.host),
         "a": h.before,
         "b": h.after,
-        "ports": [
-            {"port": p.port, "protocol": p.protocol.value, "a": p.before, "b": p.after}
-            for p in listed
-        ],
+        "ports": [_port_dict(p) for p in listed],
         "folded": [
             {"a": f.before, "b": f.after, "count": len(f.ports), "ports": format_ports(f.ports)}
             for f in folded
@@ -123,30 +123,62 @@ def _host_dict(h: HostChange) -> dict[str, object]:
     }
 
 
+def _port_dict(p: PortChange) -> dict[str, object]:
+    out: dict[str, object] = {"port": p.port, "protocol": p.protocol.value, "a": p.before,
+                              "b": p.after}  # fmt: skip
+    if p.before_service is not None or p.after_service is not None:
+        out["a_service"], out["b_service"] = p.before_service, p.after_service
+    return out
+
+
 def _host_status(states: Iterable[State]) -> str:
     """nmap_xml's rule: up when any port answered (open or closed), else down."""
     return "up" if any(s is not State.FILTERED for s in states) else "down"
+
+
+_Seen = tuple[State, str | None]  # a port's state and service line, as one scan saw it
+
+
+def _service_line(service: Service) -> str:
+    return " ".join(p for p in (service.full_name, service.summary()) if p)
+
+
+def _differs(a: _Seen | None, b: _Seen | None) -> bool:
+    """The state changed, or both scans named the port's service and named it otherwise."""
+    if a is None or b is None:
+        return a is not b
+    return a[0] is not b[0] or (a[1] is not None and b[1] is not None and a[1] != b[1])
+
+
+def _pair(
+    a: _Seen | None, b: _Seen | None
+) -> tuple[State | None, State | None, str | None, str | None]:
+    return (
+        None if a is None else a[0], None if b is None else b[0],
+        None if a is None else a[1], None if b is None else b[1],
+    )  # fmt: skip
 
 
 def compare(
     a: DiffSide, a_results: Iterable[Result], b: DiffSide, b_results: Iterable[Result]
 ) -> ScanDiff:
     """What changed from scan ``a`` to scan ``b``: hosts and ports, by state."""
-    maps: list[dict[IPAddress, dict[tuple[int, Protocol], State]]] = [{}, {}]
+    maps: list[dict[IPAddress, dict[tuple[int, Protocol], tuple[State, str | None]]]] = [{}, {}]
     for results, by_host in zip((a_results, b_results), maps, strict=True):
         for r in results:
-            by_host.setdefault(r.host, {})[(r.port, r.protocol)] = r.state
+            service = None if r.service is None else _service_line(r.service)
+            by_host.setdefault(r.host, {})[(r.port, r.protocol)] = (r.state, service)
     before_map, after_map = maps
     changes = []
     for host in sorted(before_map.keys() | after_map.keys(), key=lambda h: (h.version, int(h))):
         pa, pb = before_map.get(host, {}), after_map.get(host, {})
         ports = tuple(
-            PortChange(port, proto, pa.get((port, proto)), pb.get((port, proto)))
+            PortChange(port, proto, *_pair(pa.get((port, proto)), pb.get((port, proto))))
             for port, proto in sorted(pa.keys() | pb.keys())
-            if pa.get((port, proto)) is not pb.get((port, proto))
+            if _differs(pa.get((port, proto)), pb.get((port, proto)))
         )
-        before = _host_status(pa.values()) if host in before_map else None
-        after = _host_status(pb.values()) if host in after_map else None
+        before = _host_status(s for s, _ in pa.values()) if host in before_map else None
+        after = _host_status(s for s, _ in pb.values()) if host in after_map else None
         if ports or before != after:
             changes.append(HostChange(host, before, after, ports))
     return ScanDiff(a, b, tuple(changes))

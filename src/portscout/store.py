@@ -76,10 +76,13 @@ from portscout.store_schema import (
     bits_of,
     check_tables,
     count_bits,
+    has_service_column,
     migrate,
     or_bits,
     ports_of,
     runs,
+    service_of,
+    service_text,
     set_bits,
     unpack,
     unrun,
@@ -377,10 +380,11 @@ class Store:
                 set_bits(closed, str(r.host), r.protocol, r.reason, (r.port,))
             else:
                 rows.append((scan_id, str(r.host), r.protocol.value, r.port, r.state.value,
-                             r.reason.value, r.rtt, r.tries, r.reason_ttl))  # fmt: skip
+                             r.reason.value, r.rtt, r.tries, r.reason_ttl,
+                             service_text(r.service)))  # fmt: skip
         with self._write():
-            self._db.executemany(f"INSERT OR IGNORE INTO result (scan_id, {_COLUMNS}) VALUES"
-                                 " (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # fmt: skip
+            self._db.executemany(f"INSERT OR IGNORE INTO result (scan_id, {_COLUMNS}, service)"
+                                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # fmt: skip
             self._db.executemany(
                 "INSERT INTO closed (scan_id, host, protocol, block, reason, bits, n)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
@@ -461,16 +465,18 @@ class Store:
 
     def results(self, scan_id: int) -> list[Result]:
         """Every stored result of a scan, in (host, port) order."""
-        rows = self._run(f"SELECT {_COLUMNS} FROM result WHERE scan_id = ?", (scan_id,))
+        service = "service" if has_service_column(self._db) else "NULL"  # older, read as is
+        rows = self._run(f"SELECT {_COLUMNS}, {service} FROM result WHERE scan_id = ?", (scan_id,))
         hosts: dict[str, IPAddress] = {}
         out = []
         try:
-            for host, protocol, port, state, reason, rtt, tries, ttl in rows:
+            for host, protocol, port, state, reason, rtt, tries, ttl, found in rows:
                 if host not in hosts:
                     hosts[host] = ip_address(host)
                 out.append(Result(host=hosts[host], protocol=Protocol(protocol), port=port,
                                   state=State(state), reason=Reason(reason), rtt=rtt,
-                                  tries=tries, reason_ttl=ttl))  # fmt: skip
+                                  tries=tries, reason_ttl=ttl,
+                                  service=service_of(found)))  # fmt: skip
             for host, protocol, reason, ports in self._closed_rows(scan_id):
                 if host not in hosts:
                     hosts[host] = ip_address(host)

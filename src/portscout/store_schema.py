@@ -7,6 +7,7 @@ Owns the SQL and the encodings ``store`` reads and writes. Imports the core only
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import sys
@@ -16,11 +17,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from portscout.errors import StoreError
-from portscout.results import Protocol, Reason
+from portscout.results import Certificate, Protocol, Reason, Service
 
 # 2: closed.ports held packed 16-bit ports; 1: JSON runs. 3: closed ports as bitmaps of
 # 256-port blocks, one row per (scan, host, protocol, block, reason): a port is there once.
-SCHEMA_VERSION = 3
+# 4: result.service, what -sV found on the port (JSON; NULL without -sV).
+SCHEMA_VERSION = 4
 BLOCK = 256  # ports per closed-ports bitmap: 32 bytes
 _BLOCK_BYTES = BLOCK // 8
 
@@ -56,6 +58,7 @@ TABLES = {
     rtt REAL,
     tries INTEGER NOT NULL,
     reason_ttl INTEGER,
+    service TEXT,                  -- JSON of results.Service (-sV), else NULL
     PRIMARY KEY (scan_id, host, protocol, port)
 ) WITHOUT ROWID""",
     "closed": """CREATE TABLE closed (  -- closed ports, the bulk of a scan, as bitmaps:
@@ -90,13 +93,36 @@ def check_tables(db: sqlite3.Connection, path: Path) -> None:
             )
 
 
+def has_service_column(db: sqlite3.Connection) -> bool:
+    """Whether ``result`` keeps services (schema 4; an older file read as it is has not)."""
+    return "service" in {row[1] for row in db.execute("PRAGMA table_info(result)")}
+
+
+def service_text(service: Service | None) -> str | None:
+    """A ``Service`` as stored: its fields as JSON."""
+    return None if service is None else json.dumps(dataclasses.asdict(service))
+
+
+def service_of(text: str | None) -> Service | None:
+    """The ``Service`` stored as ``service_text``; raises ValueError/TypeError if damaged."""
+    if text is None:
+        return None
+    fields = json.loads(text)
+    cert = fields.pop("certificate", None)
+    return Service(
+        **{**fields, "cpes": tuple(fields.get("cpes", ()))},
+        certificate=None if cert is None else Certificate(**{**cert, "sans": tuple(cert["sans"])}),
+    )
+
+
 def migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Schema 1 or 2 -> 3 in one transaction: closed ports become bitmaps (all or none)."""
+    """Schema 1, 2 or 3 -> 4 in one transaction: closed ports become bitmaps, results get
+    a service column (all or none)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         check_tables(db, path)  # again, under the lock: another process may have migrated
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version < SCHEMA_VERSION:
+        if version < 3:
             merged: dict[tuple[int, str, str, str, int], int] = defaultdict(int)
             old = db.execute("SELECT scan_id, host, protocol, reason, ports FROM closed")
             for scan_id, host, protocol, reason, ports in old:
@@ -109,6 +135,9 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(*key, bits_of(value), value.bit_count()) for key, value in merged.items()],
             )
+        if version < SCHEMA_VERSION:
+            if not has_service_column(db):
+                db.execute("ALTER TABLE result ADD COLUMN service TEXT")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
     except (ValueError, TypeError) as exc:

@@ -44,6 +44,7 @@ def diff_text(diff: ScanDiff, service_names: Mapping[int, str]) -> str:
         for p in listed:
             name = service_names.get(p.port, "")
             port = f"{p.port}/{p.protocol}"
-            lines += [f"{sign}{port:<11} {st:<9} {name}".rstrip()
+            found = {"-": p.before_service, "+": p.after_service}  # -sV's line, where it ran
+            lines += [f"{sign}{port:<11} {st:<9} {found[sign] or name}".rstrip()
                       for sign, st in _sides(p.before, p.after)]  # fmt: skip
     return "\n".join(lines) + "\n"
