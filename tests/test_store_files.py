@@ -7,7 +7,9 @@ as ``nobody`` to meet the permission checks root would bypass.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import portscout
 from portscout.cli import main
 from portscout.errors import StoreError
 from portscout.results import State
@@ -48,14 +51,31 @@ def _portscout(
 ) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, **env}
     python = sys.executable
-    if user is not None:  # our interpreter may sit in root's home: the system's, our paths
+    if user is not None:  # our interpreter and checkout may sit where nobody cannot read
         python = SYSTEM_PYTHON
-        environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p.startswith("/work"))
+        environ["PYTHONPATH"] = _readable_copy()
     return subprocess.run(
         [python, "-m", "portscout", *argv], capture_output=True, text=True, timeout=60,
         user=user, group=user, extra_groups=[] if user is not None else None, env=environ,
         cwd="/",
     )  # fmt: skip
+
+
+_COPIES: list[str] = []
+
+
+def _readable_copy() -> str:
+    """A copy of the portscout package in a directory every user can read (the checkout
+    may be in root's home, as in CI's clone): what ``nobody`` imports. Made once."""
+    if not _COPIES:
+        root = Path(tempfile.mkdtemp(prefix="portscout-src-"))
+        root.chmod(0o755)
+        shutil.copytree(Path(portscout.__file__).parent, root / "portscout",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _COPIES.append(str(root))
+    return _COPIES[0]
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
