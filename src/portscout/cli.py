@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("-p-", dest="all_ports", action="store_true", help="all ports 1-65535")
     p.add_argument("-r", dest="ordered", action="store_true", help="scan in order, no shuffle")
     p.add_argument("--seed", type=_seed, help="permutation key, for a repeatable probe order")
+    p.add_argument("--shard", type=parse_shard, metavar="I/N",
+                   help="scan only the I-th of N disjoint parts (1-based, as masscan); every"
+                   " part needs the same --seed; join the parts' -oJ with 'portscout merge'"
+                   )  # fmt: skip
     e = p.add_argument_group("engine")
     e.add_argument("--engine", default="auto", metavar="NAME", help=", ".join(engine_names()))
     e.add_argument("-sT", dest="engine", action=_ScanType, const=CONNECT_ENGINE,
@@ -201,6 +205,14 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
                    " others only where a host has at most 25 of that state)")  # fmt: skip
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` as (I, N); UsageError (exit 2) naming the bad value."""
+    i, sep, n = text.partition("/")
+    if not (sep and i.strip().isdigit() and n.strip().isdigit()):
+        raise UsageError(f"invalid --shard '{text}': want I/N, e.g. 1/4")
+    return int(i), int(n)
+
+
 def _duration(option: str) -> Callable[[str], float]:
     def parse(text: str) -> float:
         return parse_duration(text, option=option)
@@ -280,6 +292,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> ScanConfi
         service_detection=args.service_detection,
         version_intensity=7 if args.version_intensity is None else args.version_intensity,
         service_probes=args.service_probes,
+        shard=args.shard,
     )
 
 

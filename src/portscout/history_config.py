@@ -67,6 +67,8 @@ def config_from_record(record: Mapping[str, Any], done: frozenset[Probe]) -> Sca
             values[name] = tuple(values.get(name, ()))
         if isinstance(values.get("ports"), list):
             values["ports"] = tuple(values["ports"])
+        if isinstance(values.get("shard"), list):
+            values["shard"] = tuple(values["shard"])
         return ScanConfig(**values, done=done, keep_closed=True)
     except (TypeError, ValueError, PortscoutError) as exc:
         raise StoreError(f"the scan's recorded options cannot be used: {exc}") from exc

@@ -19,10 +19,12 @@ import socket
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Callable,
+    Container,
     Generator,
     Iterable,
     Iterator,
@@ -38,6 +40,7 @@ from portscout.engines.base import EngineOptions
 from portscout.engines.processes import ClosedAs, run_sharded
 from portscout.engines.rawsock import raw_sockets_allowed
 from portscout.errors import Interrupted, OptionError, TargetError
+from portscout.permutation import Shard
 from portscout.plan import HostGroup, HostList, Probe, ScanPlan, host_groups
 from portscout.ports import parse_ports, top_ports
 from portscout.results import ClosedPorts, IPAddress, Report, Result, ScanMeta, State
@@ -45,6 +48,7 @@ from portscout.targets import Resolver, parse_targets
 from portscout.timing import TimingPolicy, parse_template
 
 if TYPE_CHECKING:
+    from portscout.engines.discovery import Discovered
     from portscout.engines.service import ServiceStage
 
 log = logging.getLogger(__name__)
@@ -108,6 +112,9 @@ class ScanConfig:
     service_detection: bool = False
     version_intensity: int = 7  # 0-9; --version-light 2, --version-all 9
     service_probes: str | None = None  # nmap-service-probes path or "built-in"; None: find
+    # (i, n), 1-based as masscan's --shard i/n: only the i-th of n disjoint parts of every
+    # host group's probes (``part_of``); the parts agree only under the same ``key``.
+    shard: tuple[int, int] | None = None
 
 
 def system_resolver(name: str) -> list[IPAddress]:
@@ -199,6 +206,7 @@ class Scan:
         if config.hostgroup < 1:
             raise OptionError(f"--max-hostgroup {config.hostgroup} must be at least 1")
         self.ports = _parse_port_request(config)
+        _check_shard(config)
         key = config.key if config.key is not None else secrets.randbits(64)
         self.plan = ScanPlan.create(self.targets, self.ports, key, randomized=config.randomize)
         self.processes = self._choose_processes()
@@ -244,7 +252,7 @@ class Scan:
             log.warning('Skipping "%s": %s.', spec, why)
 
     async def _in_process_batches(
-        self, plan: ScanPlan, options: EngineOptions
+        self, plan: ScanPlan, options: EngineOptions, probes: Iterator[Probe] | None = None
     ) -> AsyncGenerator[list[Result], None]:
         """Run the engine as a task; hand out what it found every 256 results or 50 ms.
 
@@ -252,9 +260,11 @@ class Scan:
         keeps a slow scan's results (and Ctrl-C's) flowing to the writers promptly.
         """
         full = asyncio.Event()
+        if probes is None:
+            probes = plan.probes(skip=self.config.done)
 
         async def pump() -> None:
-            async for result in self.engine.run(plan.probes(skip=self.config.done), options):
+            async for result in self.engine.run(probes, options):
                 self.report.add(result)
                 self.report.probes_sent += result.tries
                 self._unflushed.append(result)
@@ -282,17 +292,9 @@ class Scan:
     async def _discover(self, group: HostGroup) -> tuple[ScanPlan, EngineOptions]:
         """Ping the group's hosts; plan its port scan over those that answered (same
         key), with options that start each host's timing from its ping's round trip."""
-        from portscout.engines.discovery import discover  # imports the connect engine
-
         hosts = list(group)
-        options = replace(self.options, timing=self.policy)
-        found = await discover(hosts, options, icmp=raw_sockets_allowed())
+        found = await self._ping(hosts)
         report = self.report
-        if report.hosts_up is None:
-            report.hosts_up = {}
-        report.hosts_up.update(found.up)
-        report.latency.update(found.rtts)
-        log.debug("discovery: %d of %d hosts up", len(found.up), len(hosts))
         up_hosts = HostList(h for h in hosts if h in found.up)
         plan = ScanPlan.create(
             up_hosts, self.ports, self.plan.key, randomized=self.config.randomize
@@ -301,11 +303,53 @@ class Scan:
         # share of hosts up so far.
         self._planned += plan.size
         rest = self.targets.size - group.stop
-        expected = round(rest * len(report.hosts_up) / group.stop) * len(self.ports)
+        expected = round(rest * len(report.hosts_up or ()) / group.stop) * len(self.ports)
         report.probes_planned = self._planned + expected - len(self.config.done)
         if self.config.ping_only:
             report.probes_planned = 0
         return plan, replace(self._options_for(plan), rtt_hints=found.rtts)
+
+    async def _ping(self, hosts: list[IPAddress]) -> Discovered:
+        """Discovery of ``hosts`` (those of a group, or of a shard's part of it), its
+        answers kept in the report."""
+        from portscout.engines.discovery import discover  # imports the connect engine
+
+        options = replace(self.options, timing=self.policy)
+        found = await discover(hosts, options, icmp=raw_sockets_allowed())
+        report = self.report
+        if report.hosts_up is None:
+            report.hosts_up = {}
+        report.hosts_up.update(found.up)
+        report.latency.update(found.rtts)
+        log.debug("discovery: %d of %d hosts up", len(found.up), len(hosts))
+        return found
+
+    async def _part_batches(
+        self, group: HostGroup, shard: tuple[int, int]
+    ) -> AsyncGenerator[list[Result], None]:
+        """The ``shard`` part of ``group``'s probes, in this process.
+
+        The part is fixed before discovery (``part_of`` every target of the group, not
+        only those up), so that machines that disagree on which hosts are up still run
+        disjoint parts; discovery pings only the hosts the part has probes for.
+        """
+        plan, part = part_of(group, self.ports, self.plan.key, shard, self.config.randomize)
+        per_host = Counter(probe.host for probe in plan.probes(part))
+        options = replace(self.options, timing=self.policy)
+        if self.config.discovery or self.config.ping_only:
+            found = await self._ping([h for h in group if h in per_host])
+            up: Container[IPAddress] = found.up
+            options = replace(options, rtt_hints=found.rtts)
+        else:
+            up = per_host
+        self._planned += sum(n for host, n in per_host.items() if host in up)
+        self.report.probes_planned = self._planned - len(self.config.done)
+        if self.config.ping_only:
+            self.report.probes_planned = 0
+            return
+        probes = (p for p in plan.probes(part, skip=self.config.done) if p.host in up)
+        async for batch in self._group_batches(plan, options, probes):
+            yield batch
 
     def _options_for(self, plan: ScanPlan) -> EngineOptions:
         """The engine options for ``plan``: each worker's share where it is split over
@@ -358,12 +402,13 @@ class Scan:
         return max(1, min(os.cpu_count() or 1, 8))
 
     async def _plan_batches(
-        self, plan: ScanPlan, options: EngineOptions
+        self, plan: ScanPlan, options: EngineOptions, probes: Iterator[Probe] | None = None
     ) -> AsyncGenerator[list[Result], None]:
-        """One group's port scan, in this process or split over worker processes."""
+        """One group's port scan, in this process or split over worker processes (not
+        ``probes`` of a --shard part: filtered by discovery, they are no plan's shards)."""
         processes = self._processes_for(plan)
-        if processes == 1:
-            async for batch in self._in_process_batches(plan, options):
+        if processes == 1 or probes is not None:
+            async for batch in self._in_process_batches(plan, options, probes):
                 yield batch
             return
         config, report = self.config, self.report
@@ -382,6 +427,24 @@ class Scan:
                 report.probes_sent += result.tries
             yield results  # even empty: closed ones were counted
 
+    async def group_batches(self, group: HostGroup) -> AsyncGenerator[list[Result], None]:
+        """One host group: discovery (unless -Pn), then its port scan (unless -sn) and
+        -sV; only the part ``config.shard`` of it where one is set (a Dask unit runs this)."""
+        if self.config.shard is not None:
+            async for batch in self._part_batches(group, self.config.shard):
+                yield batch
+            return
+        if self.config.discovery or self.config.ping_only:
+            plan, options = await self._discover(group)
+        else:
+            plan = ScanPlan.create(
+                group, self.ports, self.plan.key, randomized=self.config.randomize
+            )
+            options = self._options_for(plan)
+        if not self.config.ping_only:
+            async for batch in self._group_batches(plan, options):
+                yield batch
+
     async def batches(self) -> AsyncGenerator[list[Result], None]:
         """Run the scan, yielding results in batches as they arrive; fills ``report``.
 
@@ -390,7 +453,6 @@ class Scan:
         """
         report = self.report
         report.hosts_total = self.targets.size
-        discovery = self.config.discovery or self.config.ping_only
         log.debug(
             "scan: engine %s, %d probes (%d hosts x %d ports), %d process(es), %d in flight"
             " at most, groups of %d hosts, timing %s",
@@ -399,16 +461,8 @@ class Scan:
         )  # fmt: skip
         try:
             for group in host_groups(self.targets, self.config.hostgroup):
-                if discovery:
-                    plan, options = await self._discover(group)
-                else:
-                    plan = ScanPlan.create(
-                        group, self.ports, self.plan.key, randomized=self.config.randomize
-                    )
-                    options = self._options_for(plan)
-                if not self.config.ping_only:
-                    async for batch in self._group_batches(plan, options):
-                        yield batch
+                async for batch in self.group_batches(group):
+                    yield batch
                 if self.on_group_done is not None:
                     self.on_group_done(group)
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -420,20 +474,46 @@ class Scan:
             report.finished = time.time()
 
     async def _group_batches(
-        self, plan: ScanPlan, options: EngineOptions
+        self, plan: ScanPlan, options: EngineOptions, probes: Iterator[Probe] | None = None
     ) -> AsyncGenerator[list[Result], None]:
-        """One group's port scan, then (-sV) its open ports' services: open results are
-        held until named, so that the group's outputs carry them when it is done."""
+        """One group's port scan (``probes`` of ``plan``: a --shard part), then (-sV) its
+        open ports' services: open results are held until named, so that the group's
+        outputs carry them when it is done."""
         if self.detection is None:
-            async for batch in self._plan_batches(plan, options):
+            async for batch in self._plan_batches(plan, options, probes):
                 yield batch
             return
         held = self._held
-        async for batch in self._plan_batches(plan, options):
+        async for batch in self._plan_batches(plan, options, probes):
             held.update(((r.host, r.port), r) for r in batch if r.state is State.OPEN)
             yield [r for r in batch if r.state is not State.OPEN]
         async for found in self.detection.run(held, self.report):
             yield found
+
+
+def _check_shard(config: ScanConfig) -> None:
+    """OptionError unless ``config.shard`` is a part ``i`` of ``n`` (1-based) whose walk
+    order every part agrees on: a key given, or no shuffle."""
+    if config.shard is None:
+        return
+    i, n = config.shard
+    if not 1 <= i <= n:
+        raise OptionError(f"--shard {i}/{n}: want I/N with 1 <= I <= N")
+    if config.key is None and config.randomize:
+        raise OptionError(
+            f"--shard {i}/{n} needs --seed (the same on every part) or -r: with another"
+            " key each part walks another order, and the parts overlap"
+        )
+
+
+def part_of(
+    group: HostGroup, ports: Sequence[int], key: int, shard: tuple[int, int], randomize: bool
+) -> tuple[ScanPlan, Shard]:
+    """The plan of every target of ``group`` and the positions of its part ``shard``
+    (``(i, n)``, 1-based): the n parts of a group are disjoint and cover its probes."""
+    plan = ScanPlan.create(group, ports, key, randomized=randomize)
+    i, n = shard
+    return plan, plan.shards(n)[i - 1]
 
 
 PortsArg = int | str | Iterable[int] | None
@@ -503,7 +583,7 @@ def _config(
 _LIBRARY_OPTIONS = frozenset(
     {"top_ports", "excludes", "engine", "timing", "timeout", "max_retries", "max_in_flight",
      "workers", "rate", "processes", "key", "randomize", "keep_closed", "discovery",
-     "ping_only", "args", "hostgroup"}
+     "ping_only", "args", "hostgroup", "shard"}
 )  # fmt: skip
 
 _OPTIONS_DOC = """
@@ -535,6 +615,8 @@ _OPTIONS_DOC = """
     - ``ping_only`` (bool): host discovery only, no port scan (``-sn``).
     - ``hostgroup`` (int): hosts discovered and scanned together at most
       (``--max-hostgroup``; 4096): what a scan holds is bounded by a group.
+    - ``shard`` ((i, n)): only the i-th of n disjoint parts of the scan (``--shard i/n``,
+      1-based); needs ``key`` (the same for every part) unless ``randomize`` is False.
     - ``keep_closed`` (bool): stream closed results too (iscan/ascan: True; ``scan()``
       counts them only, see below).
     - ``args`` (tuple of str): the command line to record in outputs.
