@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -28,12 +28,13 @@ from portscout.engines import CONNECT_ENGINE, SYN_ENGINE, engine_names
 from portscout.errors import Interrupted, OptionError, PortscoutError, StoreError, UsageError
 from portscout.history_config import RecordingResolver, config_record
 from portscout.outfiles import Faults, OutputFile, console, open_outputs, refuse_shared
+from portscout.output.merge import PartHost, SeenHosts, merge_parts, read_part, survey
 from portscout.output.progress import LiveProgress, Monitor, StatsLines
 from portscout.output.session import OutputOptions, Outputs, file_outputs
 from portscout.plan import HostGroup
 from portscout.ports import service_names
 from portscout.recorder import Recorder
-from portscout.results import IPAddress, Report, Result, State, printable
+from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State, printable
 from portscout.scanner import (
     DEFAULT_HOSTGROUP,
     Scan,
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Scan TCP ports. Targets: addresses, names, CIDR, nmap ranges.",
         epilog="Commands: 'portscout demo' scans listeners in a private network namespace;"
         " 'portscout history', 'show ID', 'diff A B', 'resume ID', 'forget ID...' use the"
-        " scan history.",
+        " scan history; 'portscout merge FILE...' joins the -oJ --no-fold files of --shard"
+        " parts.",
     )
     p.add_argument("targets", nargs="*", metavar="TARGET", help="198.18.0.1, ::1, 198.18.0.0/24")
     p.add_argument("-V", "--version", action="version", version=f"portscout {__version__}")
@@ -574,6 +576,69 @@ def setup_logging(debug: int) -> None:
     logging.getLogger("portscout").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
+def run_merge(argv: Sequence[str]) -> int:
+    """``merge FILE...``: the parts' hosts, merged, through the outputs as one scan's.
+    Without an output option: JSON lines of every port on stdout, as the parts."""
+    p = _Parser(prog="portscout merge")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="the parts (-oJ FILE --no-fold of each --shard I/N)")  # fmt: skip
+    add_output_options(p)
+    args = p.parse_args(argv)
+    setup_logging(args.debug)
+    if not output_options(args).files:
+        args.json_out, args.no_fold = "-", True
+    ports, scan_type = survey(_read_part(path, None) for path in args.files)
+    meta = ScanMeta(
+        args=("portscout", "merge", *argv), scan_type=scan_type, engine="merged",
+        ports=ports, started=time.time(), version=__version__, key=0,
+    )  # fmt: skip
+    report = Report(engine="merged", key=0, started=meta.started, hosts_up={})
+    up: dict[IPAddress, Reason] = {}
+    dropped = 0
+    opened = open_writers(args)
+    try:
+        with contextlib.ExitStack() as files:
+            opened.outputs.start(meta)
+            seen = SeenHosts()
+            opened.outputs.plan(seen, discovery=True)
+            for host, duplicates in merge_parts([_read_part(f, files) for f in args.files]):
+                dropped += duplicates
+                seen.append(host.address)
+                if host.up:
+                    up[host.address] = host.reason
+                if host.latency is not None:
+                    report.latency[host.address] = host.latency
+                for result in host.results:
+                    report.add(result)
+                opened.outputs.add(host.results)
+                opened.outputs.group_done(seen.size, up, report.latency)
+            report.hosts_up, report.hosts_total, report.finished = up, seen.size, time.time()
+            opened.finish(report)
+    except BaseException:
+        opened.discard()
+        raise
+    if dropped:
+        _say(f"portscout: merge: {dropped} duplicate port line(s) kept once")
+    return _exit_code(EXIT_OK, (), opened.faults, None)
+
+
+def _read_part(path: str, files: contextlib.ExitStack | None) -> Iterator[PartHost]:
+    """The hosts of the part file ``path``; closed by ``files`` (or at the end)."""
+    try:
+        stream = open(path, encoding="utf-8")  # noqa: SIM115  # closed below or by files
+    except OSError as exc:
+        raise UsageError(f"cannot read '{path}': {exc.strerror}") from exc
+    if files is not None:
+        files.enter_context(stream)
+        return read_part(path, stream)
+    return _closing(read_part(path, stream), stream)
+
+
+def _closing(hosts: Iterator[PartHost], stream: TextIO) -> Iterator[PartHost]:
+    with stream:
+        yield from hosts
+
+
 def _scan_from_args(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.debug)
@@ -599,6 +664,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from portscout.demo import run_demo
 
                 return run_demo(argv[1:])
+            if argv and argv[0] == "merge":
+                return run_merge(argv[1:])
             if argv and argv[0] in COMMANDS:
                 from portscout.history_cli import run_command
 
