@@ -36,7 +36,8 @@ ALLOWED: dict[str, set[str] | None] = {
     "history_cli": None,  # the history commands, beside cli (imported by cli.main)
     "__main__": {"_entry"},
     "_entry": {"cli"},
-    "__init__": CORE | {"scanner"},
+    "__init__": CORE | {"scanner", "distributed"},
+    "distributed": CORE | {"scanner", "engines"},
 }
 
 

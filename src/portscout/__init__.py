@@ -25,7 +25,8 @@ from portscout.errors import (
 from portscout.results import Protocol, Reason, Report, Result, State
 
 if typing.TYPE_CHECKING:
-    from portscout.scanner import ScanConfig, ascan, iscan, scan
+    from portscout.distributed import scan
+    from portscout.scanner import ScanConfig, ascan, iscan
 
 _SCANNER_NAMES = frozenset({"ScanConfig", "ascan", "iscan", "scan"})
 
@@ -33,6 +34,10 @@ _SCANNER_NAMES = frozenset({"ScanConfig", "ascan", "iscan", "scan"})
 def __getattr__(name: str) -> object:
     """The scanner (asyncio, engines, sockets) is imported on first use, not with the
     package: the command line starts faster, and Ctrl-C during start-up is caught."""
+    if name == "scan":  # scan(..., executor=client) runs on Dask
+        from portscout.distributed import scan
+
+        return scan
     if name in _SCANNER_NAMES:
         from portscout import scanner
 

@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=50, help="threadpool engine threads (50)")
     e.add_argument("--processes", type=int, help="worker processes (default: one per core)")
     e.add_argument("--max-parallelism", type=int, metavar="N", help="probes in flight at most")
+    add_dask_option(e)
     e.add_argument("--max-hostgroup", type=int, metavar="N", default=DEFAULT_HOSTGROUP,
                    help=f"hosts discovered and scanned together ({DEFAULT_HOSTGROUP});"
                    " more than 2^32 addresses are refused")  # fmt: skip
@@ -181,6 +182,13 @@ def add_service_options(p: argparse.ArgumentParser) -> None:
     v.add_argument("--service-probes", metavar="FILE",
                    help="nmap-service-probes file, or 'built-in' for portscout's own"
                         " (default: nmap's when installed, else built-in)")  # fmt: skip
+
+
+def add_dask_option(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run the scan's shards on the Dask scheduler at ADDRESS, or on a local"
+                   " cluster of N worker processes (local:N); needs portscout[dask]"
+                   )  # fmt: skip
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -445,20 +453,24 @@ def run_scan(
     config = dataclasses.replace(config, keep_closed=False, record_closed=True)
     recording = RecordingResolver(resolver or system_resolver)
     scan = Scan(config, resolver=recording)
+    if args.dask is not None and config.shard is not None:
+        raise OptionError("give --shard or --dask, not both (--dask shards the scan itself)")
     estimate = scan.estimated_seconds()
     if estimate > 3600:
         _say(f"portscout: {scan.targets.size:,} addresses x {len(scan.ports):,} ports may take"
              f" about {_long_duration(estimate)}; Ctrl-C stops it, 'resume' goes on")  # fmt: skip
     monitors = _monitors(args)
+    cluster = contextlib.ExitStack()  # --dask: the client (and a local cluster), closed last
+    source = _dask_batches(scan, args.dask, cluster) if args.dask is not None else None
     opened = open_writers(args, live=any(isinstance(m, LiveProgress) for m in monitors))
     try:
-        with deferred_signals() as late:
+        with cluster, deferred_signals() as late:
             recorder = _recorder(store, scan, resume, prior, recording.answers)
             opened.outputs.start(scan.meta if resume is None else resume.meta)
             opened.outputs.add(prior)
             connect_outputs(scan, opened.outputs)
             active = recorder if isinstance(recorder, Recorder) else None
-            code, status = _drive_scan(scan, opened, active, monitors, late)
+            code, status = _drive_scan(scan, opened, active, monitors, late, source)
             opened.finish(scan.report)
             _epilogue(args, active, code, status)
     except BaseException:
@@ -466,6 +478,25 @@ def run_scan(
         raise
     failure = recorder.failure if isinstance(recorder, Recorder) else recorder
     return _exit_code(code, late, opened.faults, failure)
+
+
+def _dask_batches(
+    scan: Scan, address: str, files: contextlib.ExitStack
+) -> Generator[list[Result], None, None]:
+    """``--dask``: the scan's batches from the cluster (closed with ``files``)."""
+    from portscout.distributed import INSTALL_HINT, DaskRun, connect
+
+    try:
+        import distributed  # noqa: F401  # configures its loggers: quieted below
+    except ImportError as exc:
+        raise UsageError(INSTALL_HINT) from exc
+    # The scheduler of local:N runs in this process; it logs each worker's comings and
+    # goings (INFO) and heartbeats lost while the cluster closes (a traceback): not the
+    # user's business unless -d.
+    quiet = logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL
+    logging.getLogger("distributed").setLevel(quiet)
+    client = files.enter_context(connect(address))
+    return DaskRun(scan, client).batches()
 
 
 def connect_outputs(scan: Scan, outputs: Outputs) -> None:
@@ -516,7 +547,10 @@ def _drive_scan(
     recorder: Recorder | None,
     monitors: list[Monitor],
     late: Sequence[int],
+    source: Generator[list[Result], None, None] | None = None,
 ) -> tuple[int, ScanStatus]:
+    """Run the scan (here, or ``source``: its batches from elsewhere) into the outputs,
+    the history and the monitors."""
     code, status = EXIT_OK, ScanStatus.FAILED
     report, outputs = scan.report, opened.outputs
     for monitor in monitors:
@@ -525,7 +559,7 @@ def _drive_scan(
     try:
         if late:  # stopped while the outputs were being opened
             raise Interrupted(late[0])
-        batches = drive(scan)
+        batches = drive(scan) if source is None else source
         try:
             for batch in batches:
                 closed = scan.take_closed()

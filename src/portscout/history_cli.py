@@ -19,6 +19,7 @@ from portscout.cli import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
     EXIT_OK,
+    add_dask_option,
     add_history_options,
     add_output_options,
     build_parser,
@@ -89,6 +90,8 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="JSON instead of text")
     if command == "history":
         p.add_argument("-n", "--last", type=_count, default=None, metavar="N", help="newest N")
+    if command == "resume":
+        add_dask_option(p)
     add_history_options(p, scan=command == "resume")
     return p
 

@@ -1,0 +1,409 @@
+"""A scan's shards on Dask distributed: ``--dask ADDRESS``, ``--dask local:N``,
+``scan(..., executor=client)``.
+
+The unit of work is one part of one host group, ``Unit(start, stop, i, n)``: targets
+``[start, stop)`` of the target set and the i-th of n parts of their probes (``--shard``'s
+``part_of``, the same keyed permutation every worker derives from the key). What crosses
+the network is a few integers and the scan's options (``Job``) in, the unit's results out.
+
+On the worker, ``run_unit`` is a plain function: Dask runs it in a worker thread, and it
+runs the scan's own event loop there (``asyncio.Runner``), never on Dask's loop.
+
+The client keeps at most two units per worker thread submitted, hands results to the
+outputs as units finish (``as_completed``), and calls ``Scan.on_group_done`` once every
+part of a group and of the groups before it is in, so outputs stay in address order and
+the client holds a few groups, never the scan. Delivery is at-least-once: a worker that
+dies mid-unit has its unit run again by Dask (nothing of a unit arrives before it ends),
+and a unit that runs far longer than its peers (a straggler) is submitted a second time,
+the first copy to finish winning. Results are de-duplicated by unit: a unit's results are
+taken once, whichever copy brings them, and units are disjoint in (host, port), so no
+port is counted twice (a set of every port seen would grow with the scan).
+
+Rates: each of the cluster's worker threads gets ``1/threads`` of ``--max-rate`` and of
+the parallelism (``per_process``), so the whole scan keeps the rate asked for. Per-host
+timing stays per unit: every unit of a group touches every host of it (the permutation
+spreads a host's ports over all parts), so an RST-rate-limited host meets n scanners, each
+learning its limit on its own (see docs/benchmarks.md).
+
+Dask is optional (``pip install 'portscout[dask]'``): imported only when a scan uses it.
+Imports scanner, plan, engines and core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import time
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from portscout.errors import OptionError, ScanError, UsageError
+from portscout.plan import HostGroup, host_groups
+from portscout.results import IPAddress, Reason, Report, Result
+from portscout.scanner import (
+    PortsArg,
+    Scan,
+    ScanConfig,
+    _config,
+    loop_factory,
+    part_of,
+    per_process,
+)
+from portscout.scanner import scan as local_scan
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "--dask needs Dask: pip install 'portscout[dask]'"
+TICK_SECONDS = 0.05  # how often the client looks for finished units (progress, Ctrl-C)
+# A unit is a straggler past STRAGGLER_FACTOR times the median time of those finished
+# (at least STRAGGLER_MIN_SECONDS, after STRAGGLER_SAMPLES units): it is submitted again.
+STRAGGLER_FACTOR = 4.0
+STRAGGLER_MIN_SECONDS = 10.0
+STRAGGLER_SAMPLES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """Targets ``[start, stop)`` (one host group) and its part ``index`` of ``count``."""
+
+    start: int
+    stop: int
+    index: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """What every unit of one scan shares: the options a worker rebuilds the scan from."""
+
+    config: ScanConfig  # with the key drawn, the engine resolved, each worker's timing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnitResult:
+    """A unit's outcome: every result, discovery's findings, probes sent."""
+
+    unit: Unit
+    results: list[Result]
+    hosts_up: dict[IPAddress, Reason]
+    latency: dict[IPAddress, float]
+    probes_sent: int
+    probes_planned: int
+    seconds: float
+
+
+def run_unit(job: Job, unit: Unit) -> UnitResult:
+    """Scan one unit in this worker thread, on an event loop of its own."""
+    started = time.monotonic()
+    config = replace(job.config, shard=(unit.index, unit.count))
+    scan = Scan(config)
+    group = HostGroup(scan.targets, unit.start, unit.stop)
+    results: list[Result] = []
+
+    async def collect() -> None:
+        async for batch in scan.group_batches(group):
+            results.extend(batch)
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(collect())
+    report = scan.report
+    return UnitResult(
+        unit=unit,
+        results=results,
+        hosts_up=dict(report.hosts_up or {}),
+        latency=dict(report.latency),
+        probes_sent=report.probes_sent,
+        probes_planned=report.probes_planned,
+        seconds=time.monotonic() - started,
+    )
+
+
+@contextlib.contextmanager
+def connect(address: str) -> Iterator[Client]:
+    """A client of the scheduler at ``address``, or of a LocalCluster of N worker
+    processes for ``local:N``; closed (the cluster too) on exit. UsageError (exit 2)
+    without Dask or for a bad ``local:N``."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise UsageError(INSTALL_HINT) from exc
+    if not address.startswith("local:"):
+        with Client(address) as client:
+            yield client
+        return
+    count = address.removeprefix("local:")
+    if not count.isdigit() or int(count) < 1:
+        raise OptionError(f"invalid --dask '{address}': want ADDRESS or local:N, N >= 1")
+    with (
+        LocalCluster(
+            n_workers=int(count), threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def worker_threads(client: Client) -> int:
+    """Units the cluster runs at once (each worker's threads); waits for one worker."""
+    client.wait_for_workers(1)
+    workers = client.scheduler_info()["workers"].values()
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+
+
+class DaskRun:
+    """One scan's units on a cluster: ``batches()`` is ``drive(scan)`` for Dask."""
+
+    def __init__(self, scan: Scan, client: Client, *, parts: int | None = None) -> None:
+        self.scan = scan
+        self.client = client
+        self.threads = worker_threads(client)
+        self.parts = parts or self.threads
+        config = scan.config
+        policy = per_process(scan.policy, self.threads)
+        self.job = Job(
+            config=replace(
+                config, key=scan.plan.key, engine=scan.engine.name, timing=policy,
+                timeout=None, max_retries=None, max_in_flight=None, rate=None,
+                processes=1, keep_closed=True, record_closed=False, done=frozenset(),
+            )
+        )  # fmt: skip
+        self.submitted = 0  # units submitted (re-submissions included)
+        self.resubmitted = 0  # stragglers submitted again
+        self.skipped = 0  # units with nothing left to scan (a resumed scan)
+        self.durations: list[float] = []
+        self.covered = 0  # probes (of every target) in the units finished
+        self.planned_in = 0  # probes those units planned (hosts up)
+
+    def units(self) -> Iterator[tuple[HostGroup, list[Unit]]]:
+        """Each host group with its units, those with probes left only (see ``_left``)."""
+        scan = self.scan
+        for group in host_groups(scan.targets, scan.config.hostgroup):
+            units = [Unit(group.start, group.stop, i, self.parts) for i in range(1, self.parts + 1)]
+            yield group, [u for u in units if self._left(group, u)]
+
+    def _left(self, group: HostGroup, unit: Unit) -> bool:
+        """Whether ``unit`` has a probe not answered in an earlier run (``config.done``).
+
+        Probes of hosts found down were never answered: their units run again."""
+        done = self.scan.config.done
+        if not done:
+            return True
+        key, config = self.scan.plan.key, self.scan.config
+        plan, part = part_of(
+            group, self.scan.ports, key, (unit.index, unit.count), config.randomize
+        )
+        if any(probe not in done for probe in plan.probes(part)):
+            return True
+        self.skipped += 1
+        return False
+
+    def _job_for(self, group: HostGroup, unit: Unit) -> Job:
+        """The job with the probes of ``unit`` answered before (a resumed scan)."""
+        done = self.scan.config.done
+        if not done:
+            return self.job
+        plan, part = part_of(
+            group, self.scan.ports, self.scan.plan.key, (unit.index, unit.count),
+            self.scan.config.randomize,
+        )  # fmt: skip
+        answered = frozenset(p for p in plan.probes(part) if p in done)
+        return Job(config=replace(self.job.config, done=answered))
+
+    def batches(self) -> Generator[list[Result], None, None]:
+        """Run every unit; yield results as units finish (an empty batch every tick)."""
+        from distributed import as_completed
+
+        report = self.scan.report
+        report.hosts_total = self.scan.targets.size
+        if self.scan.config.discovery or self.scan.config.ping_only:
+            report.hosts_up = report.hosts_up or {}
+        pending = _Pending(self.scan, self.threads * 2)
+        finished = as_completed()
+        groups = self.units()
+        try:
+            while True:
+                for future in pending.fill(groups, self._submit):
+                    finished.add(future)
+                if pending.empty():
+                    return
+                ready = finished.next_batch(block=False)
+                if not ready:
+                    self._restart_stragglers(pending, finished)
+                    time.sleep(TICK_SECONDS)
+                    yield []
+                    continue
+                for future in ready:
+                    yield self._take(future, pending)
+                    pending.flush()  # after the outputs have the group's last results
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            report.interrupted = True
+            raise
+        finally:
+            pending.cancel_all(self.client)
+            report.finished = time.time()
+
+    def _submit(self, group: HostGroup, unit: Unit) -> Future[UnitResult]:
+        self.submitted += 1
+        return self.client.submit(run_unit, self._job_for(group, unit), unit, pure=False)
+
+    def _take(self, future: Future[UnitResult], pending: _Pending) -> list[Result]:
+        """A finished unit's results into the report (once per unit, each port once)."""
+        entry = pending.finish(future, self.client)
+        if entry is None:
+            return []  # a second copy of a unit already in, or cancelled
+        try:
+            outcome: UnitResult = future.result()
+        except Exception as exc:  # any worker error ends the scan, named
+            raise ScanError(f"a shard failed on the cluster: {exc!r}") from exc
+        self.durations.append(outcome.seconds)
+        report = self.scan.report
+        if report.hosts_up is not None:
+            report.hosts_up.update(outcome.hosts_up)
+        report.latency.update(outcome.latency)
+        report.probes_sent += outcome.probes_sent
+        for result in outcome.results:
+            report.add(result)
+        self._estimate(entry.unit, outcome.probes_planned)
+        pending.unit_done(entry)
+        return outcome.results
+
+    def _estimate(self, unit: Unit, planned: int) -> None:
+        """The progress total: probes of the units in, and the rest of the scan at the
+        share of its probes those units planned (discovery finds some hosts down)."""
+        total = self.scan.plan.size
+        self.covered += min(total, (unit.stop - unit.start) * len(self.scan.ports) // unit.count)
+        self.planned_in += planned
+        rest = max(0, total - self.covered)
+        share = self.planned_in / self.covered if self.covered else 1.0
+        self.scan.report.probes_planned = self.planned_in + round(rest * share)
+
+    def _restart_stragglers(self, pending: _Pending, finished: Any) -> None:
+        if len(self.durations) < STRAGGLER_SAMPLES:
+            return
+        limit = max(STRAGGLER_FACTOR * statistics.median(self.durations), STRAGGLER_MIN_SECONDS)
+        for group, unit in pending.overdue(limit):
+            log.debug("unit %s runs past %.1f s: submitted again", unit, limit)
+            self.resubmitted += 1
+            finished.add(pending.again(unit, self._submit(group, unit)))
+
+
+@dataclass(slots=True)
+class _Entry:
+    group: HostGroup
+    unit: Unit
+    since: float
+    futures: list[Future[UnitResult]]
+
+
+class _Pending:
+    """Units submitted and not in yet, and the groups they belong to, in order."""
+
+    def __init__(self, scan: Scan, window: int) -> None:
+        self.scan = scan
+        self.window = window
+        self.by_future: dict[Hashable, _Entry] = {}
+        self.open = 0  # units submitted, not in yet
+        self.groups: list[tuple[HostGroup, int]] = []  # (group, units not in), in order
+        self.exhausted = False
+        self.entries: list[_Entry] = []
+
+    def fill(
+        self,
+        groups: Iterator[tuple[HostGroup, list[Unit]]],
+        submit: Callable[[HostGroup, Unit], Future[UnitResult]],
+    ) -> list[Future[UnitResult]]:
+        """Submit units until ``window`` are out (whole groups at a time)."""
+        out: list[Future[UnitResult]] = []
+        while not self.exhausted and self.open < self.window:
+            item = next(groups, None)
+            if item is None:
+                self.exhausted = True
+                break
+            group, units = item
+            self.groups.append((group, len(units)))
+            for unit in units:
+                future = submit(group, unit)
+                entry = _Entry(group, unit, time.monotonic(), [future])
+                self.by_future[future.key] = entry
+                self.entries.append(entry)
+                self.open += 1
+                out.append(future)
+            self.flush()  # a group with no unit left to run (a resumed scan)
+        return out
+
+    def empty(self) -> bool:
+        return self.exhausted and self.open == 0 and not self.groups
+
+    def finish(self, future: Future[UnitResult], client: Client) -> _Entry | None:
+        """The entry of a finished future, its other copies cancelled; None if its unit
+        is already in."""
+        entry = self.by_future.pop(future.key, None)
+        if entry is None:
+            return None
+        for other in entry.futures:
+            if other.key != future.key:
+                self.by_future.pop(other.key, None)
+                client.cancel(other)
+        return entry
+
+    def unit_done(self, entry: _Entry) -> None:
+        self.open -= 1
+        self.entries.remove(entry)
+        for i, (group, left) in enumerate(self.groups):
+            if group.start == entry.group.start:
+                self.groups[i] = (group, left - 1)
+
+    def flush(self) -> None:
+        """Tell the scan which groups are done, in order (outputs write their hosts)."""
+        while self.groups and self.groups[0][1] == 0:
+            group, _ = self.groups.pop(0)
+            if self.scan.on_group_done is not None:
+                self.scan.on_group_done(group)
+
+    def overdue(self, limit: float) -> list[tuple[HostGroup, Unit]]:
+        now = time.monotonic()
+        return [
+            (e.group, e.unit) for e in self.entries if len(e.futures) == 1 and now - e.since > limit
+        ]
+
+    def again(self, unit: Unit, future: Future[UnitResult]) -> Future[UnitResult]:
+        entry = next(e for e in self.entries if e.unit == unit)
+        entry.futures.append(future)
+        self.by_future[future.key] = entry
+        return future
+
+    def cancel_all(self, client: Client) -> None:
+        futures = [f for e in self.entries for f in e.futures]
+        if futures:
+            with contextlib.suppress(Exception):
+                client.cancel(futures)
+
+
+def scan(
+    targets: str | Iterable[str],
+    ports: PortsArg = None,
+    *,
+    executor: Client | None = None,
+    **options: object,
+) -> Report:
+    """``portscout.scan``; with ``executor`` (a ``distributed.Client``) the scan's shards
+    run on that Dask cluster (see ``portscout.distributed``)."""
+    if executor is None:
+        return local_scan(targets, ports, **options)
+    job = Scan(_config(targets, ports, {"keep_closed": False, **options}))
+    for _ in DaskRun(job, executor).batches():
+        pass
+    return job.report
+
+
+scan.__doc__ = (local_scan.__doc__ or "").rstrip() + (
+    "\n    - ``executor`` (``distributed.Client``): run the scan's shards on that Dask"
+    " cluster\n      (``--dask``); needs ``pip install 'portscout[dask]'``.\n"
+)
+__all__ = ["DaskRun", "Job", "Unit", "connect", "run_unit", "scan"]

@@ -1,0 +1,187 @@
+"""Shards on Dask (distributed.py): a LocalCluster of 2 worker processes inside the test
+session's namespace gives exactly the single-process scan, a worker killed mid-scan
+included; --dask without Dask is one line; resume after the client was killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portscout.distributed import DaskRun, Unit, connect, worker_threads
+from portscout.errors import StoreError
+from portscout.lab.netns import check_isolated
+from portscout.plan import Probe
+from portscout.results import Result, State
+from portscout.scanner import Scan, ScanConfig, iscan, part_of
+from portscout.store import Store
+from tests.engines.conftest import serve
+
+pytest.importorskip("distributed")
+
+OPEN = (22, 80, 443, 1500, 1999)
+LISTENERS = {("127.0.0.1", port): "accept" for port in OPEN}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A LocalCluster of 2 worker processes, started from (so inside) this namespace."""
+    check_isolated()
+    with connect("local:2") as c:
+        yield c
+
+
+def keys(results: list[Result]) -> list[tuple[object, int, State]]:
+    return sorted((r.host, r.port, r.state) for r in results)
+
+
+def dask_results(client: Any, config: ScanConfig, *, parts: int | None = None) -> list[Result]:
+    scan = Scan(config)
+    return [r for batch in DaskRun(scan, client, parts=parts).batches() for r in batch]
+
+
+@pytest.mark.netns
+def test_workers_are_in_the_test_namespace(client: Any) -> None:
+    ours = os.readlink("/proc/self/ns/net")
+    theirs = client.run(os.readlink, "/proc/self/ns/net")
+    assert len(theirs) == 2
+    assert set(theirs.values()) == {ours}
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("discovery", [True, False])
+def test_shards_on_two_workers_give_the_single_process_scan(client: Any, discovery: bool) -> None:
+    config = ScanConfig(targets=["127.0.0.1"], ports="1-2000", key=3, discovery=discovery)
+    with serve(LISTENERS):
+        single = list(iscan("127.0.0.1", "1-2000", key=3, discovery=discovery))
+        spread = dask_results(client, config, parts=4)
+    assert len(spread) == 2000  # each port once
+    assert keys(spread) == keys(single)
+    assert sorted(r.port for r in spread if r.state is State.OPEN) == list(OPEN)
+
+
+@pytest.mark.netns
+def test_library_scan_with_an_executor(client: Any) -> None:
+    import portscout
+
+    with serve(LISTENERS):
+        report = portscout.scan("127.0.0.1", "1-2000", executor=client, key=9)
+    assert report.open_ports("127.0.0.1") == list(OPEN)
+    assert sum(report.counts.values()) == 2000
+    assert report.probes_sent == 2000
+
+
+@pytest.mark.netns
+def test_a_worker_killed_mid_scan_still_gives_the_exact_scan(client: Any) -> None:
+    """At 400 probes/s in all (200 a worker) the scan takes 5 s; one worker process is
+    SIGKILLed after 1.5 s; Dask runs its unit again on a worker that is left."""
+    pids = list(client.run(os.getpid).values())
+    config = ScanConfig(targets=["127.0.0.1"], ports="1-2000", key=4, discovery=False, rate=400.0)
+    killer = threading.Timer(1.5, os.kill, (pids[0], signal.SIGKILL))
+    with serve(LISTENERS):
+        killer.start()
+        try:
+            spread = dask_results(client, config)
+        finally:
+            killer.cancel()
+    assert pids[0] not in client.run(os.getpid).values()  # it did die
+    assert len(spread) == 2000
+    assert keys(spread) == [(IPv4Address("127.0.0.1"), p, State.OPEN if p in OPEN
+                             else State.CLOSED) for p in range(1, 2001)]  # fmt: skip
+
+
+class FakeClient:
+    """Enough of a client for planning: two worker threads, nothing submitted."""
+
+    def wait_for_workers(self, n: int) -> None:
+        pass
+
+    def scheduler_info(self) -> dict[str, Any]:
+        return {"workers": {"a": {"nthreads": 1}, "b": {"nthreads": 1}}}
+
+
+def test_a_resumed_scan_submits_only_units_with_probes_left() -> None:
+    first = Scan(ScanConfig(targets=["198.18.0.0/30"], ports="1-100", key=5, hostgroup=2))
+    run = DaskRun(first, FakeClient(), parts=3)  # type: ignore[arg-type]
+    everything = [(g, u) for g, units in run.units() for u in units]
+    assert len(everything) == 2 * 3  # two groups of 2 hosts, three parts each
+    assert worker_threads(FakeClient()) == 2  # type: ignore[arg-type]
+    group, unit = everything[4]
+    plan, part = part_of(group, first.ports, 5, (unit.index, unit.count), True)
+    done = frozenset(plan.probes(part)) | {Probe(IPv4Address("198.18.0.0"), 1)}
+    again = Scan(ScanConfig(targets=["198.18.0.0/30"], ports="1-100", key=5, hostgroup=2,
+                            done=done))  # fmt: skip
+    resumed = DaskRun(again, FakeClient(), parts=3)  # type: ignore[arg-type]
+    left = [u for _, units in resumed.units() for u in units]
+    assert left == [u for _, u in everything if u != unit]
+    assert resumed.skipped == 1
+    probe = Probe(IPv4Address("198.18.0.0"), 1)
+    first_group = everything[0][0]
+    jobs = [resumed._job_for(first_group, Unit(0, 2, i, 3)).config.done for i in (1, 2, 3)]
+    assert sorted(map(len, jobs)) == [0, 0, 1]  # each unit gets its own answered probes
+    assert {probe} in jobs
+
+
+def test_dask_missing_is_one_line() -> None:
+    code = (
+        "import sys; sys.modules['distributed'] = None; from portscout.cli import main;"
+        " sys.exit(main(['127.0.0.1', '--no-db', '--dask', 'local:2']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == "portscout: --dask needs Dask: pip install 'portscout[dask]'\n"
+
+
+def stored(db: Path) -> list[tuple[str, int, State]]:
+    with Store.open(db, readonly=True) as store:
+        return sorted((str(r.host), r.port, r.state) for r in store.results(1))
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_resume_with_dask_after_the_client_was_killed(tmp_path: Path) -> None:
+    """8 units (4 hosts in groups of 1, 2 parts each) of 250 probes at 150/s a worker:
+    the client is killed (with its cluster) when some units are in; resume runs the rest."""
+    db = tmp_path / "h.db"
+    argv = [sys.executable, "-m", "portscout", "127.0.0.1-4", "-p", "1-500", "--seed", "6",
+            "-Pn", "--max-rate", "300", "--max-hostgroup", "1", "--db", str(db), "--dask",
+            "local:2", "-q"]  # fmt: skip
+    with serve(LISTENERS):
+        proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            for _ in range(200):  # until a unit is recorded (at most 20 s)
+                time.sleep(0.1)
+                if db.exists() and stored_count(db) > 0:
+                    break
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the client and its cluster
+            proc.wait()
+        before = stored_count(db)
+        assert 0 < before < 2000
+        resumed = subprocess.run(
+            [sys.executable, "-m", "portscout", "resume", "1", "--db", str(db), "--dask",
+             "local:2", "-q"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    results = stored(db)
+    assert len(results) == 2000
+    assert [(h, p) for h, p, state in results if state is State.OPEN] == [
+        ("127.0.0.1", p) for p in OPEN if p <= 500
+    ]
+
+
+def stored_count(db: Path) -> int:
+    try:
+        return len(stored(db))
+    except StoreError:
+        return 0
