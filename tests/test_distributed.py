@@ -24,7 +24,7 @@ from portscout.plan import Probe
 from portscout.results import Result, State
 from portscout.scanner import Scan, ScanConfig, iscan, part_of
 from portscout.store import Store
-from tests.engines.conftest import serve
+from tests.engines.conftest import nft_rules, serve
 
 pytest.importorskip("distributed")
 
@@ -185,3 +185,31 @@ def stored_count(db: Path) -> int:
         return len(stored(db))
     except StoreError:
         return 0
+
+
+@pytest.mark.netns
+def test_stragglers_are_submitted_again_and_the_first_copy_wins(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """127.0.0.2 drops every probe (its units wait out timeouts) while 127.0.0.1's units
+    end at once: the slow units are submitted again; each port is counted once."""
+    import portscout.distributed as dist
+
+    monkeypatch.setattr(dist, "STRAGGLER_SAMPLES", 2)
+    monkeypatch.setattr(dist, "STRAGGLER_MIN_SECONDS", 0.3)
+    config = ScanConfig(
+        targets=["127.0.0.1-2"], ports="1-50", key=8, discovery=False, hostgroup=1,
+        timeout=1.0, max_retries=2,
+    )  # fmt: skip
+    client.run(__import__, "portscout.scanner")  # warm workers: units of 127.0.0.1 take ms
+    scan = Scan(config)
+    run = DaskRun(scan, client, parts=2)
+    with serve(LISTENERS), nft_rules("ip daddr 127.0.0.2 drop", hook="input"):
+        results = [r for batch in run.batches() for r in batch]
+    assert run.resubmitted >= 1, run.durations
+    assert len(results) == 100
+    assert keys(results) == sorted(
+        [(IPv4Address("127.0.0.1"), p, State.OPEN if p in OPEN else State.CLOSED)
+         for p in range(1, 51)]
+        + [(IPv4Address("127.0.0.2"), p, State.FILTERED) for p in range(1, 51)]
+    )  # fmt: skip

@@ -142,7 +142,11 @@ def connect(address: str) -> Iterator[Client]:
         raise OptionError(f"invalid --dask '{address}': want ADDRESS or local:N, N >= 1")
     with (
         LocalCluster(
-            n_workers=int(count), threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=int(count),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
         ) as cluster,
         Client(cluster) as client,
     ):
