@@ -391,6 +391,11 @@ class Scan:
         closed, self._closed = self._closed, []
         return closed
 
+    def defer_closed(self, closed: Iterable[ClosedPorts]) -> None:
+        """Closed ports counted in the report elsewhere (a Dask unit), for the next
+        ``take_closed``."""
+        self._closed.extend(closed)
+
     def _choose_processes(self) -> int:
         requested = self.config.processes
         if requested is not None:
