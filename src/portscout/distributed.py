@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from portscout.errors import OptionError, ScanError, UsageError
-from portscout.plan import HostGroup, host_groups
+from portscout.plan import HostGroup, Probe, host_groups
 from portscout.results import ClosedPorts, IPAddress, Protocol, Reason, Report, Result, State
 from portscout.scanner import (
     PortsArg,
@@ -67,6 +67,7 @@ TICK_SECONDS = 0.05  # how often the client looks for finished units (progress, 
 STRAGGLER_FACTOR = 4.0
 STRAGGLER_MIN_SECONDS = 10.0
 STRAGGLER_SAMPLES = 3
+UNITS_PER_THREAD = 4  # units of a large scan per worker thread (see unit_shape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +107,12 @@ def run_unit(job: Job, unit: Unit) -> UnitResult:
     started = time.monotonic()
     config = replace(job.config, shard=(unit.index, unit.count))
     scan = Scan(config)
-    group = HostGroup(scan.targets, unit.start, unit.stop)
     results: list[Result] = []
 
     async def collect() -> None:
-        async for batch in scan.group_batches(group):
-            results.extend(batch)
+        for group in unit_groups(scan, unit):
+            async for batch in scan.group_batches(group):
+                results.extend(batch)
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(collect())
@@ -163,12 +164,26 @@ def connect(address: str) -> Iterator[Client]:
         yield client
 
 
-def units_per_group(scan: Scan, threads: int) -> int:
-    """Parts each host group is split into: enough units for every worker thread, no
-    more (each unit costs the scheduler and the client about a millisecond): a /24 on 8
-    threads is 8 units, a /8's 4096 groups one unit each."""
+def unit_groups(scan: Scan, unit: Unit) -> Iterator[HostGroup]:
+    """The host groups (``config.hostgroup`` hosts) of a unit's targets, in order."""
+    size = scan.config.hostgroup
+    for start in range(unit.start, unit.stop, size):
+        yield HostGroup(scan.targets, start, min(start + size, unit.stop))
+
+
+def unit_shape(scan: Scan, threads: int) -> tuple[int, int]:
+    """(host groups a unit spans, parts each span is split into).
+
+    Each unit costs Dask about 10 ms of the client's CPU (submitting, the scheduler, the
+    result's transfer; docs/benchmarks.md), so a scan has about ``UNITS_PER_THREAD``
+    units a worker thread, no more: a /24 on 8 threads is 8 parts of its one group, a /8
+    on 64 threads 256 units of 16 groups. Fewer would leave threads idle at the end.
+    """
     groups = -(-scan.targets.size // scan.config.hostgroup)
-    return max(1, -(-threads // groups))
+    wanted = threads * UNITS_PER_THREAD
+    if groups >= wanted:
+        return groups // wanted, 1
+    return 1, max(1, -(-threads // groups))
 
 
 def worker_threads(client: Client) -> int:
@@ -193,7 +208,8 @@ class DaskRun:
         self.client = client
         self.task = task  # run_unit; a benchmark's simulation
         self.threads = worker_threads(client)
-        self.parts = parts or units_per_group(scan, self.threads)
+        self.span, self.parts = unit_shape(scan, self.threads)
+        self.parts = parts or self.parts
         config = scan.config
         policy = per_process(scan.policy, self.threads)
         self.job = Job(
@@ -212,38 +228,35 @@ class DaskRun:
         self.planned_in = 0  # probes those units planned (hosts up)
 
     def units(self) -> Iterator[tuple[HostGroup, list[Unit]]]:
-        """Each host group with its units, those with probes left only (see ``_left``)."""
+        """Each span of host groups with its units, those with probes left only."""
         scan = self.scan
-        for group in host_groups(scan.targets, scan.config.hostgroup):
-            units = [Unit(group.start, group.stop, i, self.parts) for i in range(1, self.parts + 1)]
-            yield group, [u for u in units if self._left(group, u)]
+        for span in host_groups(scan.targets, scan.config.hostgroup * self.span):
+            units = [Unit(span.start, span.stop, i, self.parts) for i in range(1, self.parts + 1)]
+            yield span, [u for u in units if self._left(u)]
 
-    def _left(self, group: HostGroup, unit: Unit) -> bool:
+    def _probes(self, unit: Unit) -> Iterator[Probe]:
+        """Every probe of ``unit``: its part of each host group it spans."""
+        scan, shard = self.scan, (unit.index, unit.count)
+        for group in unit_groups(scan, unit):
+            plan, part = part_of(group, scan.ports, scan.plan.key, shard, scan.config.randomize)
+            yield from plan.probes(part)
+
+    def _left(self, unit: Unit) -> bool:
         """Whether ``unit`` has a probe not answered in an earlier run (``config.done``).
 
         Probes of hosts found down were never answered: their units run again."""
         done = self.scan.config.done
-        if not done:
-            return True
-        key, config = self.scan.plan.key, self.scan.config
-        plan, part = part_of(
-            group, self.scan.ports, key, (unit.index, unit.count), config.randomize
-        )
-        if any(probe not in done for probe in plan.probes(part)):
+        if not done or any(probe not in done for probe in self._probes(unit)):
             return True
         self.skipped += 1
         return False
 
-    def _job_for(self, group: HostGroup, unit: Unit) -> Job:
+    def _job_for(self, unit: Unit) -> Job:
         """The job with the probes of ``unit`` answered before (a resumed scan)."""
         done = self.scan.config.done
         if not done:
             return self.job
-        plan, part = part_of(
-            group, self.scan.ports, self.scan.plan.key, (unit.index, unit.count),
-            self.scan.config.randomize,
-        )  # fmt: skip
-        answered = frozenset(p for p in plan.probes(part) if p in done)
+        answered = frozenset(p for p in self._probes(unit) if p in done)
         return Job(config=replace(self.job.config, done=answered))
 
     def batches(self) -> Generator[list[Result], None, None]:
@@ -281,7 +294,7 @@ class DaskRun:
 
     def _submit(self, group: HostGroup, unit: Unit) -> Future[UnitResult]:
         self.submitted += 1
-        return self.client.submit(self.task, self._job_for(group, unit), unit, pure=False)
+        return self.client.submit(self.task, self._job_for(unit), unit, pure=False)
 
     def _take(self, future: Future[UnitResult], pending: _Pending) -> list[Result]:
         """A finished unit's results into the report (once per unit, each port once)."""

@@ -1,0 +1,277 @@
+"""Shards on Dask and by hand, against one process; and a simulation of 64 workers on a /8.
+
+Run as root: ``sudo .venv/bin/python benchmarks/dask_shards.py [--quick] [--only lab|sim]``
+(not ``distributed.py``: the script's directory comes first on ``sys.path``, and Dask's
+package is ``distributed``).
+The script enters a fresh private network namespace first and checks no route leads out.
+
+* **lab**: scenario (b) of ``benchmarks/lab.py`` (198.18.1.0/24, 30% up, nmap's 100 common
+  ports, 40 ms, RST limit 50/s per host), scanned by ``portscout`` in one process
+  (``--processes 1``), with ``--dask local:2``, and as ``--shard 1/2`` and ``--shard 2/2``
+  run side by side (as two machines would) then ``portscout merge``. Wall time, probes
+  sent and probes/s, open ports found, ports in a wrong state; then, in this process, Dask's
+  overhead per unit: from submitting a unit to having its results, less the unit's own time.
+* **sim**: no packets. 64 worker threads (4 worker processes of 16 threads: 64 processes
+  would not fit this machine) run units of a /8 x nmap's top 100 ports, each unit answered
+  from a seeded model (1% of hosts up, two open ports each, the rest closed) and taking the
+  time its probes would take at 10,000 probes/s a worker. The client runs ``DaskRun`` into
+  the outputs (JSON lines to /dev/null) as the command line does. Measured: wall time, the
+  client process's CPU time (its merge into the outputs, and Dask's scheduler, which a
+  LocalCluster runs in the client process) as a share of wall time, and the client's RSS
+  as the scan goes on. The /8 is never sent to: nothing here opens a socket towards it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from harness import compile_package
+
+from lab import Scenario, json_lines, json_states, scanned, wrong_states
+from portscout.distributed import DaskRun, Job, Unit, UnitResult, connect
+from portscout.lab import Lab
+from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
+from portscout.lab.scenarios import COMMON_PORTS, sparse_network
+from portscout.output.session import OutputOptions, Outputs
+from portscout.plan import HostGroup
+from portscout.results import ClosedPorts, Reason, Result, State
+from portscout.scanner import Scan, ScanConfig
+
+PORTS = ",".join(map(str, COMMON_PORTS))
+SCENARIO = Scenario(key="b", title="(b) sparse /24", lab=sparse_network(),
+                    targets=("198.18.1.0/24",), ports=PORTS, masscan=False)  # fmt: skip
+SENT = re.compile(r"(\d[\d,]*) probes sent")
+SIM_RATE = 10_000.0  # probes/s of one simulated worker
+MEMORY_LIMIT = 4_000_000_000  # bytes of address space: a /8 only under a limit
+
+
+def portscout(*args: str) -> list[str]:
+    return [sys.executable, "-m", "portscout", "198.18.1.0/24", "-p", PORTS, "--seed", "7",
+            "--no-db", "-q", "--no-fold", *args]  # fmt: skip
+
+
+def run_all(commands: list[list[str]]) -> tuple[float, list[str]]:
+    """Run ``commands`` side by side; (wall time until the last ends, their stderr)."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen(c, stderr=subprocess.PIPE, text=True) for c in commands]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    return time.perf_counter() - start, errs
+
+
+def sent(stderr: str) -> int:
+    match = SENT.search(stderr)
+    return int(match.group(1).replace(",", "")) if match else 0
+
+
+def lab_rows(work: Path) -> list[str]:
+    lines = ["| run | wall (s) | probes sent | probes/s | open found / expected | wrong state |",
+             "|---|--:|--:|--:|--:|--:|"]  # fmt: skip
+    with Lab(**SCENARIO.lab, max_seconds=3600) as lab:
+        expected = scanned(SCENARIO, lab)
+        total = sum(map(len, expected.values()))
+        runs = {
+            "one process": [portscout("--processes", "1", "-oJ", str(work / "one.jsonl"))],
+            "--dask local:2": [portscout("--dask", "local:2", "-oJ", str(work / "dask.jsonl"))],
+            "--shard 1/2 + 2/2": [
+                portscout("--shard", f"{i}/2", "-oJ", str(work / f"part{i}.jsonl")) for i in (1, 2)
+            ],
+        }
+        for name, commands in runs.items():
+            time.sleep(2)  # RST buckets refill
+            wall, errs = run_all(commands)
+            out = work / f"{name.split()[0].strip('-')}.jsonl"
+            if name.startswith("--shard"):
+                parts = [str(work / "part1.jsonl"), str(work / "part2.jsonl")]
+                merge = [sys.executable, "-m", "portscout", "merge", "-oJ", str(out),
+                         "--no-fold", "-q", *parts]  # fmt: skip
+                t = time.perf_counter()
+                subprocess.run(merge, check=True, capture_output=True)
+                name += f" (merge {time.perf_counter() - t:.2f} s)"
+            probes = sum(sent(e) for e in errs)
+            found = json_lines(out)(None)  # type: ignore[arg-type]
+            hits = sum(len(found.get(h, frozenset()) & p) for h, p in expected.items())
+            wrong = wrong_states(json_states(out)(None), SCENARIO, lab)  # type: ignore[arg-type]
+            lines.append(f"| {name} | {wall:.2f} | {probes:,} | {probes / wall:,.0f} |"
+                         f" {hits} / {total} | {wrong} |")  # fmt: skip
+            print(lines[-1], file=sys.stderr, flush=True)
+        lines += ["", *dask_overhead()]
+    return lines
+
+
+def dask_overhead() -> list[str]:
+    """Per unit: client latency (submit to results in) less the unit's own time."""
+    t = time.perf_counter()
+    with connect("local:2") as client:
+        started = time.perf_counter() - t
+        config = ScanConfig(targets=["198.18.1.0/24"], ports=PORTS, key=7, keep_closed=False)
+        overheads = []
+        for parts in (2, 8):
+            run = DaskRun(Scan(config), client, parts=parts)
+            for _ in run.batches():
+                pass
+            overheads += [lat - dur for lat, dur in zip(run.latencies, run.durations, strict=True)]
+            time.sleep(2)
+    return [
+        f"LocalCluster of 2 workers started in {started:.2f} s; Dask's overhead per unit"
+        f" (latency less the unit's own time, {len(overheads)} units of 2 and 8 a scan):"
+        f" median {statistics.median(overheads) * 1000:.0f} ms, max"
+        f" {max(overheads) * 1000:.0f} ms (units of 8 a scan wait for a worker: 2 run at once)"
+    ]
+
+
+def _mix(x: int) -> int:
+    """splitmix64: the model's seeded hash of a host index."""
+    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def simulated_unit(job: Job, unit: Unit) -> UnitResult:
+    """A unit answered by the model, taking the time its probes would take on the wire:
+    two pings per host, every port of the hosts up (its part of them)."""
+    started = time.monotonic()
+    ports = tuple(int(p) for p in job.config.ports or ())
+    base = int(IPv4Address(job.config.targets[0].split("/")[0]))
+    results: list[Result] = []
+    closed: list[ClosedPorts] = []
+    up: dict[Any, Reason] = {}
+    probes = 2 * (unit.stop - unit.start) // unit.count
+    for index in range(unit.start, unit.stop):
+        h = _mix(index)
+        if h % 100:
+            continue
+        host = IPv4Address(base + index)
+        up[host] = Reason.SYN_ACK
+        opened = {ports[(h >> 8) % len(ports)], ports[(h >> 24) % len(ports)]}
+        mine = [p for j, p in enumerate(ports) if (index + j) % unit.count == unit.index - 1]
+        probes += len(mine)
+        results += [Result(host=host, port=p, state=State.OPEN, reason=Reason.SYN_ACK)
+                    for p in mine if p in opened]  # fmt: skip
+        closed.append(ClosedPorts(host, Reason.RESET, [p for p in mine if p not in opened]))
+    time.sleep(max(0.0, probes / SIM_RATE - (time.monotonic() - started)))
+    return UnitResult(unit=unit, results=results, closed=closed, hosts_up=up, latency={},
+                      probes_sent=probes, probes_planned=probes,
+                      seconds=time.monotonic() - started)  # fmt: skip
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kb / 1024
+
+
+def simulation(prefix: str, *, with_outputs: bool = True) -> list[str]:
+    """The simulated scan of ``prefix``, into the output stage (or, without, results only
+    counted: Dask's own cost)."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    config = ScanConfig(targets=[prefix], ports=COMMON_PORTS, key=1, keep_closed=False,
+                        record_closed=True)  # fmt: skip
+    scan = Scan(config)
+    sink = open(os.devnull, "w")  # noqa: SIM115  # closed below
+    options = OutputOptions(files=(("json", "-"),), quiet=True)
+    outputs = Outputs(options, [("json", sink)], sink, {})  # JSON lines, discarded
+    outputs.start(scan.meta)
+    outputs.plan(scan.targets, discovery=True)
+    report = scan.report
+    spent = [0.0]  # main-thread CPU seconds in the output stage
+
+    def group_done(group: HostGroup) -> None:
+        t = time.thread_time()
+        outputs.group_done(group.stop, report.hosts_up or {}, report.latency)
+        spent[0] += time.thread_time() - t
+
+    scan.on_group_done = group_done if with_outputs else None
+    with contextlib.closing(sink), connect_sim() as client:
+        run = DaskRun(scan, client, task=simulated_unit)
+        samples: list[tuple[int, float]] = []
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for batch in run.batches():
+            t = time.thread_time()
+            closed = scan.take_closed()
+            if with_outputs:
+                outputs.add(batch, closed)
+            spent[0] += time.thread_time() - t
+            done = len(run.durations)
+            if not samples or done - samples[-1][0] >= 256:
+                samples.append((done, rss_mb()))
+        outputs.finish(report)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    units, dask = len(run.durations), cpu - spent[0]
+    busy = sum(run.durations) / (run.threads * wall)
+    return [
+        f"{prefix} x {len(COMMON_PORTS)} ports{'' if with_outputs else ', no outputs'},"
+        f" {units:,} units on {run.threads} worker threads"
+        f" at {SIM_RATE:,.0f} probes/s each: wall {wall:.1f} s, {report.probes_sent:,} probes"
+        f" simulated ({report.probes_sent / wall:,.0f}/s), {report.counts[State.OPEN]:,} open,"
+        f" {report.counts[State.CLOSED]:,} closed; worker threads busy {100 * busy:.0f}%",
+        f"client process CPU {cpu:.1f} s = {100 * cpu / wall:.1f}% of wall: the output stage"
+        f" (results in, hosts out in address order) {spent[0]:.1f} s ="
+        f" {100 * spent[0] / wall:.1f}%; Dask (client, scheduler, DaskRun) {dask:.1f} s ="
+        f" {100 * dask / wall:.1f}%",
+        "client RSS (MB) by units in: "
+        + ", ".join(f"{d}: {mb:.0f}" for d, mb in samples[:: max(1, len(samples) // 8)])
+        + f", end: {rss_mb():.0f}",
+    ]
+
+
+@contextlib.contextmanager
+def connect_sim() -> Any:  # (distributed's Client and LocalCluster are untyped)
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=4,
+            threads_per_worker=16,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="simulate a /12, not a /8")
+    parser.add_argument("--only", choices=("lab", "sim"))
+    parser.add_argument("--no-outputs", action="store_true",
+                        help="only simulate without the output stage")  # fmt: skip
+    args = parser.parse_args()
+    try:
+        enter_private_netns()
+        check_isolated()
+    except (NamespaceError, OSError) as exc:
+        print(f"dask_shards.py: needs root and a private namespace: {exc}", file=sys.stderr)
+        return 2
+    compile_package()
+    lines = [f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "lab"):
+            lines += [*lab_rows(Path(tmp)), ""]
+        if args.only in (None, "sim"):
+            prefix = "10.0.0.0/12" if args.quick else "10.0.0.0/8"
+            lines += [*simulation(prefix, with_outputs=False), ""]
+            if not args.no_outputs:
+                lines += simulation(prefix)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    sys.exit(main())
