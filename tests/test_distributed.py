@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from portscout.distributed import DaskRun, Unit, connect, worker_threads
-from portscout.errors import StoreError
+from portscout.errors import ScanError, StoreError
 from portscout.lab.netns import check_isolated
 from portscout.plan import Probe
 from portscout.results import Result, State
@@ -212,3 +212,43 @@ def test_stragglers_are_submitted_again_and_the_first_copy_wins(
          for p in range(1, 51)]
         + [(IPv4Address("127.0.0.2"), p, State.FILTERED) for p in range(1, 51)]
     )  # fmt: skip
+
+
+def test_each_worker_thread_gets_its_share_of_the_rate() -> None:
+    scan = Scan(ScanConfig(targets=["198.18.0.0/30"], ports="1-100", key=5, rate=400.0))
+    run = DaskRun(scan, FakeClient(), parts=2)  # type: ignore[arg-type]
+    assert run.job.config.timing is not None
+    assert run.job.config.timing.max_rate == 200.0  # 2 worker threads: 400/s in all
+    assert scan.policy.max_rate == 400.0
+
+
+def test_an_unreachable_scheduler_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import portscout.distributed as dist
+
+    monkeypatch.setattr(dist, "CONNECT_SECONDS", 0.5)
+    with (
+        pytest.raises(ScanError, match=r"cannot reach the Dask scheduler at 'tcp://127\.0\.0"),
+        connect("tcp://127.0.0.1:9"),
+    ):
+        pass
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_ctrl_c_of_a_dask_scan_keeps_what_came_in(tmp_path: Path) -> None:
+    db = tmp_path / "h.db"
+    argv = [sys.executable, "-m", "portscout", "127.0.0.1-4", "-p", "1-500", "--seed", "6",
+            "-Pn", "--max-rate", "300", "--max-hostgroup", "1", "--db", str(db), "--dask",
+            "local:2", "-q"]  # fmt: skip
+    with serve(LISTENERS):
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+        for _ in range(200):  # until a unit is recorded (at most 20 s)
+            time.sleep(0.1)
+            if db.exists() and stored_count(db) > 0:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "recorded as scan 1 (interrupted)" in err
+    assert "Traceback" not in err
+    assert 0 < stored_count(db) < 2000

@@ -67,6 +67,7 @@ TICK_SECONDS = 0.05  # how often the client looks for finished units (progress, 
 STRAGGLER_FACTOR = 4.0
 STRAGGLER_MIN_SECONDS = 10.0
 STRAGGLER_SAMPLES = 3
+CONNECT_SECONDS = 10  # to reach a running scheduler (--dask ADDRESS)
 UNITS_PER_THREAD = 4  # units of a large scan per worker thread (see unit_shape)
 
 
@@ -145,7 +146,11 @@ def connect(address: str) -> Iterator[Client]:
     except ImportError as exc:
         raise UsageError(INSTALL_HINT) from exc
     if not address.startswith("local:"):
-        with Client(address) as client:
+        try:
+            client = Client(address, timeout=CONNECT_SECONDS)
+        except (OSError, TimeoutError) as exc:
+            raise ScanError(f"cannot reach the Dask scheduler at '{address}': {exc}") from exc
+        with client:
             yield client
         return
     count = address.removeprefix("local:")
@@ -158,6 +163,7 @@ def connect(address: str) -> Iterator[Client]:
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            silence_logs=logging.ERROR,  # the workers' notes on units cancelled by Ctrl-C
         ) as cluster,
         Client(cluster) as client,
     ):
