@@ -4,6 +4,7 @@ included; --dask without Dask is one line; resume after the client was killed.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -252,3 +253,49 @@ def test_ctrl_c_of_a_dask_scan_keeps_what_came_in(tmp_path: Path) -> None:
     assert "recorded as scan 1 (interrupted)" in err
     assert "Traceback" not in err
     assert 0 < stored_count(db) < 2000
+
+
+@pytest.fixture
+def running_cluster(tmp_path: Path, isolated: None) -> Iterator[str]:
+    """``dask scheduler`` and ``dask worker --nworkers 2`` started apart from the scan, as
+    on a cluster of machines; yields the scheduler's address."""
+    dask = str(Path(sys.executable).parent / "dask")
+    info = tmp_path / "scheduler.json"
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                 "--scheduler-file", str(info)]  # fmt: skip
+    procs = [subprocess.Popen(scheduler, **quiet)]
+    try:
+        for _ in range(300):
+            if info.exists() and info.read_text().strip():
+                break
+            time.sleep(0.1)
+        procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(info),
+                                       "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+                                      **quiet))  # fmt: skip
+        yield json.loads(info.read_text())["address"]
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.mark.netns
+def test_a_running_scheduler_through_the_command_line(running_cluster: str, tmp_path: Path) -> None:
+    scan = [sys.executable, "-m", "portscout", "127.0.0.1", "-p", "1-2000", "--seed", "2",
+            "--no-db", "-q", "--no-fold"]  # fmt: skip
+    with serve(LISTENERS):
+        local = subprocess.run([*scan, "-oJ", str(tmp_path / "local.jsonl")], timeout=60)
+        spread = subprocess.run(
+            [*scan, "--dask", running_cluster, "-oJ", str(tmp_path / "dask.jsonl")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert local.returncode == 0
+    assert spread.returncode == 0, spread.stderr
+
+    def ports(name: str) -> list[tuple[str, int, str]]:
+        lines = (tmp_path / name).read_text().splitlines()
+        return [(r["host"], r["port"], r["state"]) for r in map(json.loads, lines) if "port" in r]
+
+    assert len(ports("dask.jsonl")) == 2000
+    assert ports("dask.jsonl") == ports("local.jsonl")
