@@ -236,7 +236,7 @@ def simulation(prefix: str, *, with_outputs: bool = True) -> list[str]:
                 outputs.add(batch, closed)
             spent[0] += time.thread_time() - t
             done = len(run.durations)
-            if not samples or done - samples[-1][0] >= 256:
+            if not samples or done - samples[-1][0] >= 16:
                 samples.append((done, rss_mb()))
         outputs.finish(report)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -253,7 +253,7 @@ def simulation(prefix: str, *, with_outputs: bool = True) -> list[str]:
         f" {100 * spent[0] / wall:.1f}%; Dask (client, scheduler, DaskRun) {dask:.1f} s ="
         f" {100 * dask / wall:.1f}%",
         "client RSS (MB) by units in: "
-        + ", ".join(f"{d}: {mb:.0f}" for d, mb in samples[:: max(1, len(samples) // 8)])
+        + ", ".join(f"{d}: {mb:.0f}" for d, mb in samples[:: max(1, len(samples) // 10)])
         + f", end: {rss_mb():.0f}",
     ]
 

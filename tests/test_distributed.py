@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from portscout.distributed import DaskRun, Unit, connect, worker_threads
-from portscout.errors import ScanError, StoreError
+from portscout.errors import ScanError, StoreError, TargetError
 from portscout.lab.netns import check_isolated
 from portscout.plan import Probe
 from portscout.results import Result, State
@@ -299,3 +299,20 @@ def test_a_running_scheduler_through_the_command_line(running_cluster: str, tmp_
 
     assert len(ports("dask.jsonl")) == 2000
     assert ports("dask.jsonl") == ports("local.jsonl")
+
+
+def test_workers_use_the_names_the_client_resolved() -> None:
+    def resolver(name: str) -> list[IPv4Address]:
+        return [IPv4Address("198.18.0.7"), IPv4Address("198.18.0.9")]
+
+    scan = Scan(ScanConfig(targets=["lab.example", "198.18.0.1"], ports="80", key=1),
+                resolver=resolver)  # type: ignore[arg-type]  # fmt: skip
+    job = DaskRun(scan, FakeClient()).job  # type: ignore[arg-type]
+    # the address the client's target set holds for the name (the first, as nmap)
+    assert job.resolve("lab.example") == [IPv4Address("198.18.0.7")]
+    with pytest.raises(TargetError, match="not resolved by the client"):
+        job.resolve("other.example")
+    again = Scan(job.config, resolver=job.resolve)
+    assert [again.targets[i] for i in range(again.targets.size)] == [
+        scan.targets[i] for i in range(scan.targets.size)
+    ]

@@ -38,10 +38,10 @@ import statistics
 import time
 from array import array
 from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from portscout.errors import OptionError, ScanError, UsageError
+from portscout.errors import OptionError, ScanError, TargetError, UsageError
 from portscout.plan import HostGroup, Probe, host_groups
 from portscout.results import ClosedPorts, IPAddress, Protocol, Reason, Report, Result, State
 from portscout.scanner import (
@@ -86,6 +86,15 @@ class Job:
     """What every unit of one scan shares: the options a worker rebuilds the scan from."""
 
     config: ScanConfig  # with the key drawn, the engine resolved, each worker's timing
+    # Host names as the client resolved them: a worker resolving them again could get
+    # other addresses, another target set, and parts that no longer fit together.
+    names: dict[str, tuple[IPAddress, ...]] = field(default_factory=dict)
+
+    def resolve(self, name: str) -> list[IPAddress]:
+        """The worker's resolver: the client's answer, never the worker's own DNS."""
+        if name not in self.names:
+            raise TargetError(f"'{name}' was not resolved by the client")
+        return list(self.names[name])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +116,7 @@ def run_unit(job: Job, unit: Unit) -> UnitResult:
     """Scan one unit in this worker thread, on an event loop of its own."""
     started = time.monotonic()
     config = replace(job.config, shard=(unit.index, unit.count))
-    scan = Scan(config)
+    scan = Scan(config, resolver=job.resolve)
     results: list[Result] = []
 
     async def collect() -> None:
@@ -170,6 +179,14 @@ def connect(address: str) -> Iterator[Client]:
         yield client
 
 
+def resolved_names(scan: Scan) -> dict[str, tuple[IPAddress, ...]]:
+    """Each host name of the targets with the addresses the client resolved it to."""
+    names: dict[str, list[IPAddress]] = {}
+    for address, name in scan.targets.hostnames.items():
+        names.setdefault(name, []).append(address)
+    return {name: tuple(addresses) for name, addresses in names.items()}
+
+
 def unit_groups(scan: Scan, unit: Unit) -> Iterator[HostGroup]:
     """The host groups (``config.hostgroup`` hosts) of a unit's targets, in order."""
     size = scan.config.hostgroup
@@ -223,7 +240,8 @@ class DaskRun:
                 config, key=scan.plan.key, engine=scan.engine.name, timing=policy,
                 timeout=None, max_retries=None, max_in_flight=None, rate=None,
                 processes=1, keep_closed=True, record_closed=False, done=frozenset(),
-            )
+            ),
+            names=resolved_names(scan),
         )  # fmt: skip
         self.submitted = 0  # units submitted (re-submissions included)
         self.resubmitted = 0  # stragglers submitted again
@@ -263,7 +281,7 @@ class DaskRun:
         if not done:
             return self.job
         answered = frozenset(p for p in self._probes(unit) if p in done)
-        return Job(config=replace(self.job.config, done=answered))
+        return replace(self.job, config=replace(self.job.config, done=answered))
 
     def batches(self) -> Generator[list[Result], None, None]:
         """Run every unit; yield results as units finish (an empty batch every tick)."""
