@@ -41,7 +41,7 @@ from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from portscout.errors import OptionError, ScanError, TargetError, UsageError
+from portscout.errors import Interrupted, OptionError, ScanError, TargetError, UsageError
 from portscout.plan import HostGroup, Probe, host_groups
 from portscout.results import ClosedPorts, IPAddress, Protocol, Reason, Report, Result, State
 from portscout.scanner import (
@@ -49,6 +49,7 @@ from portscout.scanner import (
     Scan,
     ScanConfig,
     _config,
+    deferred_signals,
     loop_factory,
     part_of,
     per_process,
@@ -294,8 +295,20 @@ class DaskRun:
         pending = _Pending(self.scan, self.threads * 2)
         finished = as_completed()
         groups = self.units()
+        # A stop signal (Ctrl-C, SIGTERM, SIGHUP) is noted and acted on at the next tick,
+        # here in the client's loop, never inside Dask's calls.
+        with deferred_signals() as stopped:
+            yield from self._run(pending, finished, groups, stopped)
+
+    def _run(
+        self, pending: _Pending, finished: Any, groups: Iterator[tuple[HostGroup, list[Unit]]],
+        stopped: list[int],
+    ) -> Generator[list[Result], None, None]:  # fmt: skip
+        report = self.scan.report
         try:
             while True:
+                if stopped:
+                    raise Interrupted(stopped[0])
                 for future in pending.fill(groups, self._submit):
                     finished.add(future)
                 if pending.empty():
