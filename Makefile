@@ -18,7 +18,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,fast,dask]'
+	$(BIN)/pip install -q -e '.[dev,fast,dask,bench]'
 	touch $@
 
 # Debian packages the tests compare against or start (nmap, nftables, servers). Needs root.

@@ -32,6 +32,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "outfiles": {"errors", "results"},  # output files: stdlib and errors only
     "scanner": CORE | {"engines"},
     "demo": CORE | {"lab", "output", "scanner", "engines"},
+    "bench": CORE | {"bench", "demo", "lab", "scanner", "engines"},
     "cli": None,  # the top: may import anything
     "history_cli": None,  # the history commands, beside cli (imported by cli.main)
     "__main__": {"_entry"},
@@ -43,7 +44,7 @@ ALLOWED: dict[str, set[str] | None] = {
 
 def layer(path: Path) -> str:
     parts = path.relative_to(SRC).with_suffix("").parts
-    if parts[0] in {"engines", "output", "lab"}:
+    if parts[0] in {"engines", "output", "lab", "bench"}:
         return parts[0]
     name = parts[0]
     return "core" if name in CORE else name

@@ -52,7 +52,7 @@ log = logging.getLogger("portscout")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141: what cat's shell reports when the reader left
-COMMANDS = ("demo", "history", "show", "diff", "resume", "forget")
+COMMANDS = ("demo", "bench", "history", "show", "diff", "resume", "forget")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="portscout",
         description="Scan TCP ports. Targets: addresses, names, CIDR, nmap ranges.",
         epilog="Commands: 'portscout demo' scans listeners in a private network namespace;"
+        " 'portscout bench' measures the threads study's strategies on this machine;"
         " 'portscout history', 'show ID', 'diff A B', 'resume ID', 'forget ID...' use the"
         " scan history; 'portscout merge FILE...' joins the -oJ --no-fold files of --shard"
         " parts.",
@@ -700,6 +701,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_demo(argv[1:])
             if argv and argv[0] == "merge":
                 return run_merge(argv[1:])
+            if argv and argv[0] == "bench":
+                from portscout.bench.command import run_bench
+
+                return run_bench(argv[1:])
             if argv and argv[0] in COMMANDS:
                 from portscout.history_cli import run_command
 
