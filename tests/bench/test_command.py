@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -158,6 +159,7 @@ def test_here_unprivileged_scans_loopback_only(tmp_path: Path) -> None:
     assert [p["name"] for p in data["places"]] == ["loopback"]
     assert [s["engine"] for s in data["strategies"]] == ["async", "async"]
     assert "raw sockets need root" in proc.stderr
+    assert "plots: --out DIR (needs matplotlib: pip install 'portscout[bench]')" in proc.stdout
     assert all(r["exact"] and 45678 in r["found_open"] for r in data["runs"])
 
 
@@ -183,3 +185,27 @@ def test_bad_options_one_line_exit_2(args: list[str], needle: str) -> None:
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1
     assert needle in proc.stderr
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+@pytest.mark.timeout(90)
+def test_ctrl_c_reports_what_was_measured(tmp_path: Path) -> None:
+    """SIGINT after two strategies: exit 130, their rows in the table and the JSON."""
+    report = tmp_path / "partial.json"
+    proc = subprocess.Popen(
+        [*COMMAND, "--quick", "--json", str(report)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    done = [proc.stderr.readline() for _ in range(2)]  # one progress line per strategy
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert all("exact" in line for line in done)
+    data = json.loads(report.read_text())
+    assert data["interrupted"] is True
+    measured = [r["strategy"] for r in data["runs"]]
+    assert measured[:2] == ["sequential", "thread-per-port"]
+    assert "interrupted" in out
+    assert "sequential" in out

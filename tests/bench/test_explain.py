@@ -98,3 +98,11 @@ def test_processes_sentence_follows_the_cores(cores: int, phrase: str) -> None:
     text = "\n".join(explain(runs, cores=cores))
     assert "Sharding async over processes did not help here (0.60 s against 0.50 s" in text
     assert phrase in text
+
+
+def test_a_busy_machine_is_said_when_sequential_waited_for_a_cpu() -> None:
+    runs = [fig("sequential", 11.0, cpu=4.4), *loopback(seq=1.9, pool50=5.0)[1:]]
+    text = "\n".join(explain(runs, cores=2))
+    assert "Sequential kept only 0.40 cores busy on loopback" in text
+    quiet = "\n".join(explain(loopback(seq=1.9, pool50=4.3), cores=2))
+    assert "cores busy on loopback, where nothing waits" not in quiet

@@ -59,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="portscout bench", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument(
-        "--quick", action="store_true", help="fewer ports (loopback 10,000, lab 100): about 30 s"
+        "--quick", action="store_true", help="fewer ports (loopback 5,000, lab 100): about 30 s"
     )
     p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     p.add_argument("--out", metavar="DIR", help="write the plots (PNG and SVG) into DIR")
@@ -145,7 +145,7 @@ def choose(args: argparse.Namespace, console: Console) -> list[Strategy]:
         if not chosen:
             raise OptionError(f"bench: --only '{args.only}' names no strategy")
     if not raw_sockets_allowed():
-        console.print("[dim]syn strategies skipped: raw sockets need root or CAP_NET_RAW[/]")
+        console.print("syn strategies skipped: raw sockets need root or CAP_NET_RAW", style="dim")
         chosen = [s for s in chosen if s.engine != "syn"]
     return chosen
 
@@ -156,10 +156,11 @@ def run_bench(argv: Sequence[str]) -> int:
     if args.out and not have_matplotlib():
         raise UsageError(f"bench: plots need matplotlib: {INSTALL_HINT}")
     enter_namespace(args.here)  # before any thread: unshare moves only the calling thread
-    console = Console(highlight=False)
+    # markup off: strategy names, errors and CPU models are printed as they are
+    console = Console(highlight=False, markup=False)
     if not console.is_terminal:  # a file or a pipe: room for the table's seven columns
-        console = Console(highlight=False, width=max(console.width, 100))
-    progress = Console(stderr=True, highlight=False)
+        console = Console(highlight=False, markup=False, width=max(console.width, 100))
+    progress = Console(stderr=True, highlight=False, markup=False)
     existing = listening_ports() if args.here else set()
     wanted = places(args.quick, (), lab=not args.here)
     low, high = wanted[0].ports
@@ -280,7 +281,7 @@ def report(run: Run, args: argparse.Namespace, console: Console) -> int:
     wrong = [f for f in run.figures if not f.exact]
     for f in wrong:
         why = f.error or f"found open {list(f.found_open)}, filtered {f.filtered}"
-        console.print(f"[bold]not exact[/]: {f.strategy} at {f.place}: {why}")
+        console.print(f"not exact: {f.strategy} at {f.place}: {why}", style="bold")
     if run.interrupted:
         console.print("bench: interrupted; the figures above are those measured before")
         return EXIT_INTERRUPTED

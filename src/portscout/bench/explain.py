@@ -42,6 +42,7 @@ def explain(figures: Sequence[Figures], cores: int) -> list[str]:
         lines += [
             line
             for line in (
+                contention_line(loop),
                 loopback_threads_line(loop),
                 thread_per_port_line(loop),
                 gil_line(loop, cores),
@@ -77,6 +78,21 @@ def winner_line(place: str, runs: ByStrategy) -> str:
 def best_pool(runs: ByStrategy) -> Figures | None:
     pools = [f for f in runs.values() if f.strategy.startswith("threadpool")]
     return min(pools, key=lambda f: f.wall) if pools else None
+
+
+def contention_line(runs: ByStrategy) -> str | None:
+    """Sequential on loopback never waits for the network: if it kept less than a core
+    busy, it waited for a CPU, and every wall time here is partly the machine's load."""
+    seq = runs.get("sequential")
+    if seq is None or seq.cores >= 0.7:
+        return None
+    return (
+        f"Sequential kept only {seq.cores:.2f} cores busy on loopback, where nothing waits "
+        "for the network: it waited for a CPU that other work held, so these wall times "
+        "measure the share of the machine each strategy got as well as the strategy (more "
+        "threads or processes get a larger share); compare CPU times too, or rerun when "
+        "the machine is quiet."
+    )
 
 
 def loopback_threads_line(runs: ByStrategy) -> str | None:

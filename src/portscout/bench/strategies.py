@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 LOOPBACK = "127.0.0.1"
 STUDY_PORTS = (30000, 65535)  # thread-study.md's range; the demo's 45678 listens inside
-QUICK_LOOPBACK_PORTS = (40000, 49999)  # 10,000 ports, 45678 still inside
+QUICK_LOOPBACK_PORTS = (43000, 47999)  # 5,000 ports, 45678 still inside
 LAB_PORTS = (1000, 1999)  # behind the delay line sequential pays ports x round trip
 QUICK_LAB_PORTS = (1000, 1099)
 LAB_OPEN = (1022, 1080, 1099)  # open on every lab host: banner, accept, accept-and-close
