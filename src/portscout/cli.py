@@ -1,5 +1,6 @@
-"""The command line: ``portscout TARGETS [options]`` and ``portscout demo``; the history
-commands (``history``, ``show``, ``diff``, ``resume``, ``forget``) are ``history_cli``'s.
+"""The command line: ``portscout TARGETS [options]``, ``portscout demo`` and ``portscout
+bench``; the history commands (``history``, ``show``, ``diff``, ``resume``, ``forget``) are
+``history_cli``'s.
 
 Exit codes: 0 done, 1 the scan failed at run time (or its history or an output did: the
 scan still ran to its end), 2 bad usage (one line naming the bad value, never a

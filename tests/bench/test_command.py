@@ -88,6 +88,9 @@ def test_quick_names_every_strategy_and_round_trip_each_exact(
         assert r["cpu_s"] > 0
         assert r["peak_rss_kb"] > 1024
         assert r["process_wall_s"] > r["wall_s"]
+        behind_lab = r["place"] != "loopback"
+        assert (r["lab_dropped"] is not None) == behind_lab
+        assert (r["lab_late_mean_ms"] is not None) == behind_lab
     machine = data["machine"]
     assert machine["cores"] == os.cpu_count()
     assert machine["python"].endswith(sys.version.split()[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from portscout.bench.explain import explain
@@ -106,3 +108,11 @@ def test_a_busy_machine_is_said_when_sequential_waited_for_a_cpu() -> None:
     assert "Sequential kept only 0.40 cores busy on loopback" in text
     quiet = "\n".join(explain(loopback(seq=1.9, pool50=4.3), cores=2))
     assert "cores busy on loopback, where nothing waits" not in quiet
+
+
+def test_a_lagging_delay_line_is_named() -> None:
+    runs = lab(10, seq=10.4, pool=0.3)
+    assert "delay line" not in "\n".join(explain(runs, cores=2))
+    runs[1] = replace(runs[1], lab_dropped=12, lab_late_ms=0.1)
+    text = "\n".join(explain(runs, cores=2))
+    assert "The delay line fell behind during threadpool 10 at 10 ms" in text

@@ -17,7 +17,7 @@ import json
 import os
 import platform
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import NoReturn
@@ -41,7 +41,7 @@ from portscout.bench.strategies import (
 from portscout.demo import DEMO_LISTENERS, LOOPBACK, listeners
 from portscout.engines.rawsock import raw_sockets_allowed
 from portscout.errors import OptionError, ScanError, UsageError
-from portscout.lab import Host, Lab, Link, ListenerMode
+from portscout.lab import DelayLineStats, Host, Lab, Link, ListenerMode
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INTERRUPTED = 0, 1, 130
@@ -209,17 +209,32 @@ def measure_all(run: Run, opened: dict[int, str], progress: Console) -> None:
         measure_place(run, loop, progress)
     if far:
         progress.print(f"building the lab: {len(far)} hosts behind the delay line")
-        with lab(far):
+        with lab(far) as built:
             for place in far:
-                measure_place(run, place, progress)
+                measure_place(run, place, progress, built)
 
 
-def measure_place(run: Run, place: Place, progress: Console) -> None:
+def measure_place(run: Run, place: Place, progress: Console, built: Lab | None = None) -> None:
     for strategy in run.strategies:
+        before = built.delay_line_stats() if built else None
         f = run_child(strategy, place)
+        if built and before:
+            f = with_delay_line(f, before, built.delay_line_stats())
         run.figures.append(f)
         verdict = "exact" if f.exact else f"NOT EXACT: {f.error or f'found {list(f.found_open)}'}"
         progress.print(f"  {place.name:>8}  {strategy.name:24} {f.wall:8.3f} s  {verdict}")
+
+
+def with_delay_line(f: Figures, before: DelayLineStats, after: DelayLineStats) -> Figures:
+    """``f`` with what the delay line did meanwhile: a dropped packet or a late release
+    means the lab, not only the strategy, was measured (``benchmarks/lab.py`` does the same)."""
+    pairs = list(
+        zip((before.outbound, before.inbound), (after.outbound, after.inbound), strict=True)
+    )
+    dropped = sum(a.queue_drops + a.write_errors - b.queue_drops - b.write_errors for b, a in pairs)
+    released = sum(a.forwarded - b.forwarded for b, a in pairs)
+    late = sum(a.late_sum - b.late_sum for b, a in pairs)
+    return replace(f, lab_dropped=dropped, lab_late_ms=1000 * late / released if released else 0.0)
 
 
 @contextlib.contextmanager

@@ -56,6 +56,8 @@ def explain(figures: Sequence[Figures], cores: int) -> list[str]:
             lines += [line for line in (waiting_line(runs), pool_line(runs)) if line]
     loop_pool = pool_line(loop) if loop else None
     lines += [loop_pool] if loop_pool else []
+    lagged = delay_line_line(figures)
+    lines += [lagged] if lagged else []
     far = [runs for name, runs in places.items() if name != "loopback"]
     line = waiting_gil_line(far[-1]) if far else None
     return [*lines, line] if line else lines
@@ -259,4 +261,20 @@ def waiting_gil_line(runs: ByStrategy) -> str | None:
     return (
         f"{where} {busiest.strategy} still kept {busiest.cores:.1f} cores busy: CPU, and "
         "with it the GIL, limited it as much as the waiting did."
+    )
+
+
+LATE_MS = 1.0  # mean lateness of the delay line past which its figures are suspect
+
+
+def delay_line_line(figures: Sequence[Figures]) -> str | None:
+    """Runs during which the delay line dropped packets or fell behind."""
+    lagged = [f for f in figures if (f.lab_dropped or 0) > 0 or (f.lab_late_ms or 0) > LATE_MS]
+    if not lagged:
+        return None
+    names = ", ".join(f"{f.strategy} at {f.place}" for f in lagged)
+    return (
+        f"The delay line fell behind during {names} (packets dropped or released more than "
+        f"{LATE_MS:.0f} ms late on average): those figures are partly the lab's, not the "
+        "strategy's."
     )

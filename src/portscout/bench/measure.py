@@ -37,6 +37,10 @@ class Figures:
     expected_open: tuple[int, ...]
     filtered: int
     error: str | None = None
+    # Behind the delay line: packets it dropped (its queue full) and how late it released
+    # packets on average (ms), while this strategy ran; None on loopback.
+    lab_dropped: int | None = None
+    lab_late_ms: float | None = None
 
     @property
     def cpu(self) -> float:
@@ -65,6 +69,7 @@ class Figures:
             "peak_rss_kb": self.peak_rss_kb, "process_wall_s": round(self.process_wall, 6),
             "found_open": list(self.found_open), "expected_open": list(self.expected_open),
             "filtered": self.filtered, "exact": self.exact, "error": self.error,
+            "lab_dropped": self.lab_dropped, "lab_late_mean_ms": self.lab_late_ms,
         }  # fmt: skip
 
 
