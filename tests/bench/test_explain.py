@@ -113,6 +113,12 @@ def test_a_busy_machine_is_said_when_sequential_waited_for_a_cpu() -> None:
 def test_a_lagging_delay_line_is_named() -> None:
     runs = lab(10, seq=10.4, pool=0.3)
     assert "delay line" not in "\n".join(explain(runs, cores=2))
+    runs = [replace(f, lab_dropped=0, lab_late_ms=0.9) for f in runs]  # under 10% of 10 ms
+    assert "delay line" not in "\n".join(explain(runs, cores=2))
     runs[1] = replace(runs[1], lab_dropped=12, lab_late_ms=0.1)
+    runs[2] = replace(runs[2], lab_late_ms=2.5)
     text = "\n".join(explain(runs, cores=2))
-    assert "The delay line fell behind during threadpool 10 at 10 ms" in text
+    assert (
+        "The delay line fell behind at 10 ms in 2 of 3 runs (up to 2.5 ms late on average, "
+        "12 packets dropped)"
+    ) in text

@@ -264,17 +264,35 @@ def waiting_gil_line(runs: ByStrategy) -> str | None:
     )
 
 
-LATE_MS = 1.0  # mean lateness of the delay line past which its figures are suspect
+LATE_SHARE = 0.1  # of the round trip: mean lateness of the delay line past which it shows
+LATE_FLOOR_MS = 0.5
+
+
+def lagged(f: Figures) -> bool:
+    """The delay line dropped packets, or released them late by a good share of the trip."""
+    limit = max(LATE_FLOOR_MS, LATE_SHARE * (f.rtt_ms or 0))
+    return (f.lab_dropped or 0) > 0 or (f.lab_late_ms or 0.0) > limit
 
 
 def delay_line_line(figures: Sequence[Figures]) -> str | None:
-    """Runs during which the delay line dropped packets or fell behind."""
-    lagged = [f for f in figures if (f.lab_dropped or 0) > 0 or (f.lab_late_ms or 0) > LATE_MS]
-    if not lagged:
+    """Where the delay line (a Python process on the same cores) fell behind."""
+    places: dict[str, list[Figures]] = {}
+    for f in figures:
+        if f.lab_late_ms is not None:
+            places.setdefault(f.place, []).append(f)
+    parts = []
+    for place, runs in places.items():
+        bad = [f for f in runs if lagged(f)]
+        if bad:
+            late = max(f.lab_late_ms or 0.0 for f in bad)
+            dropped = sum(f.lab_dropped or 0 for f in bad)
+            parts.append(
+                f"at {place} in {len(bad)} of {len(runs)} runs (up to {late:.1f} ms late on "
+                f"average, {dropped} packets dropped)"
+            )
+    if not parts:
         return None
-    names = ", ".join(f"{f.strategy} at {f.place}" for f in lagged)
     return (
-        f"The delay line fell behind during {names} (packets dropped or released more than "
-        f"{LATE_MS:.0f} ms late on average): those figures are partly the lab's, not the "
-        "strategy's."
+        f"The delay line fell behind {'; '.join(parts)}: those round trips were longer than "
+        "set, so those figures are partly the lab's (its process shares the cores)."
     )
