@@ -91,12 +91,17 @@ def test_short_round_trip_where_the_pool_does_not_win() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cores", "phrase"), [(2, "kept 0.9 cores busy"), (1, "nothing to run on")]
+    ("cores", "cpu", "phrase"),
+    [
+        (2, 0.8, "kept 1.3 cores busy against 0.9"),
+        (2, 0.3, "held by other work"),
+        (1, 0.8, "nothing to run on"),
+    ],
 )
-def test_processes_sentence_follows_the_cores(cores: int, phrase: str) -> None:
+def test_processes_sentence_follows_the_cores(cores: int, cpu: float, phrase: str) -> None:
     runs = loopback(seq=1.9, pool50=4.3)
     runs = [f for f in runs if not f.strategy.startswith("async --")]
-    runs.append(fig("async --processes 2", 0.6, cpu=0.55))
+    runs.append(fig("async --processes 2", 0.6, cpu=cpu))
     text = "\n".join(explain(runs, cores=cores))
     assert "Sharding async over processes did not help here (0.60 s against 0.50 s" in text
     assert phrase in text
@@ -122,3 +127,10 @@ def test_a_lagging_delay_line_is_named() -> None:
         "The delay line fell behind at 10 ms in 2 of 3 runs (up to 2.5 ms late on average, "
         "12 packets dropped)"
     ) in text
+
+
+def test_pool_sweep_names_where_it_stops_helping() -> None:
+    text = "\n".join(explain(loopback(seq=1.9, pool50=4.3), cores=2))
+    assert "The pool on loopback was fastest at 50 threads (4.30 s; 100: 4.51 s)" in text
+    far = "\n".join(explain(lab(50, seq=50.4, pool=0.6), cores=2))
+    assert "The pool at 50 ms kept gaining up to its largest size (threadpool 100, 0.60 s)" in far

@@ -169,6 +169,9 @@ def processes_line(runs: ByStrategy, cores: int) -> str | None:
     reason = (
         "one core leaves a second process nothing to run on"
         if cores < 2
+        else f"together its processes kept only {many.cores:.1f} cores busy: the second core "
+        "was held by other work on the machine"
+        if many.cores < 1.0
         else f"it kept {many.cores:.1f} cores busy against {one.cores:.1f}: forking the "
         f"workers and gathering their results cost about what a second core gained on "
         f"{one.ports:,} ports"
@@ -238,10 +241,17 @@ def pool_line(runs: ByStrategy) -> str | None:
             f"The pool {where} kept gaining up to its largest size ({enough.strategy}, "
             f"{s(enough.wall)}): more waits in flight, each a thread."
         )
+    more = pools[pools.index(enough) + 1 :]
+    if enough is best:
+        beyond = ", ".join(f"{f.strategy.split()[-1]}: {s(f.wall)}" for f in more)
+        found = f"was fastest at {best.strategy.split()[-1]} threads ({s(best.wall)}; {beyond})"
+    else:
+        found = (
+            f"stopped helping at {enough.strategy.split()[-1]} threads ({s(enough.wall)}; "
+            f"the best, {best.strategy}, {s(best.wall)}, is within {CLOSE - 1:.0%})"
+        )
     return (
-        f"The pool {where} stopped helping at {enough.strategy.split()[-1]} threads "
-        f"({s(enough.wall)}; the best, {best.strategy}, {s(best.wall)}); past that, more "
-        "threads only contend for the GIL and the cores."
+        f"The pool {where} {found}: past that, more threads only contend for the GIL and the cores."
     )
 
 
