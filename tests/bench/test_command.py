@@ -155,7 +155,7 @@ def test_here_unprivileged_scans_loopback_only(tmp_path: Path) -> None:
     """--here without privileges: loopback in this (the test session's private) namespace, the
     demo's listener on 45678 opened by the bench, no lab, SYN skipped (no raw sockets)."""
     report = tmp_path / "here.json"
-    proc = bench("--here", "--quick", "--only", "async,syn", "--json", str(report),
+    proc = bench("--here", "--quick", "--only", "async,syn", "--repeat", "2", "--json", str(report),
                  timeout=80, prefix=NO_CAPS)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(report.read_text())
@@ -164,6 +164,9 @@ def test_here_unprivileged_scans_loopback_only(tmp_path: Path) -> None:
     assert "raw sockets need root" in proc.stderr
     assert "plots: --out DIR (needs matplotlib: pip install 'portscout[bench]')" in proc.stdout
     assert all(r["exact"] and 45678 in r["found_open"] for r in data["runs"])
+    for r in data["runs"]:  # the fastest of two runs stands for the strategy
+        assert len(r["walls_s"]) == 2
+        assert r["wall_s"] == min(r["walls_s"])
 
 
 def test_without_matplotlib_plots_say_how_to_install(tmp_path: Path) -> None:
@@ -181,7 +184,11 @@ def test_without_matplotlib_plots_say_how_to_install(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "needle"),
-    [(["--bogus"], "unrecognized arguments: --bogus"), (["--only", "nope"], "names no strategy")],
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--only", "nope"], "names no strategy"),
+        (["--repeat", "0"], "--repeat must be 1 to 100, got 0"),
+    ],
 )
 def test_bad_options_one_line_exit_2(args: list[str], needle: str) -> None:
     proc = bench(*args, "--here", timeout=60)

@@ -41,6 +41,7 @@ class Figures:
     # packets on average (ms), while this strategy ran; None on loopback.
     lab_dropped: int | None = None
     lab_late_ms: float | None = None
+    walls: tuple[float, ...] = ()  # every repetition's wall time, this one's included
 
     @property
     def cpu(self) -> float:
@@ -70,6 +71,7 @@ class Figures:
             "found_open": list(self.found_open), "expected_open": list(self.expected_open),
             "filtered": self.filtered, "exact": self.exact, "error": self.error,
             "lab_dropped": self.lab_dropped, "lab_late_mean_ms": self.lab_late_ms,
+            "walls_s": [round(w, 6) for w in self.walls or (self.wall,)],
         }  # fmt: skip
 
 
