@@ -242,16 +242,17 @@ def pool_line(runs: ByStrategy) -> str | None:
             f"{s(enough.wall)}): more waits in flight, each a thread."
         )
     more = pools[pools.index(enough) + 1 :]
+    size = enough.strategy.split()[-1]
     if enough is best:
         beyond = ", ".join(f"{f.strategy.split()[-1]}: {s(f.wall)}" for f in more)
-        found = f"was fastest at {best.strategy.split()[-1]} threads ({s(best.wall)}; {beyond})"
-    else:
-        found = (
-            f"stopped helping at {enough.strategy.split()[-1]} threads ({s(enough.wall)}; "
-            f"the best, {best.strategy}, {s(best.wall)}, is within {CLOSE - 1:.0%})"
+        return (
+            f"The pool {where} was fastest at {size} threads ({s(best.wall)}; {beyond}): "
+            "past that, more threads only contend for the GIL and the cores."
         )
     return (
-        f"The pool {where} {found}: past that, more threads only contend for the GIL and the cores."
+        f"The pool {where} was within {CLOSE - 1:.0%} of its best at {size} threads "
+        f"({s(enough.wall)}; the best, {best.strategy}, {s(best.wall)}): past that, more "
+        "threads gained little, contending for the GIL and the cores."
     )
 
 
