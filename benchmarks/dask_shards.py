@@ -294,7 +294,8 @@ def main() -> int:
         if args.only in (None, "lab"):
             lines += [*lab_rows(Path(tmp)), ""]
         if args.only in (None, "sim"):
-            prefix = "10.0.0.0/12" if args.quick else "10.0.0.0/8"
+            # Simulated (no packet is sent); loopback all the same, as every target here.
+            prefix = "127.0.0.0/12" if args.quick else "127.0.0.0/8"
             lines += [*simulation(prefix, with_outputs=False), ""]
             if not args.no_outputs:
                 lines += simulation(prefix)
