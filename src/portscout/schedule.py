@@ -238,10 +238,6 @@ class Scheduler:
             self.throttled += throttled
         return host
 
-    def room(self) -> int:
-        """Flights that may be sent now by the in-flight limit (the pacer aside)."""
-        return self.limit - self.in_flight
-
     def next_batch(self, now: float, want: int | None = None) -> list[Flight]:
         """Flights to send now: at most ``want``, ``unit`` and the room in flight, one
         token of the pacer (none: an empty list). Backlogged flights come first, as their

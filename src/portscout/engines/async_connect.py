@@ -140,14 +140,10 @@ class _ConnectScan:
         target: tuple[str, int] = host.tag  # type: ignore[assignment]  # ours: see above
         text, fam = target
         spare = self.spare[fam]
-        fresh = None if spare else self._new_socket(fam)
-        if spare:
-            sock = spare.pop()
-        elif fresh is None:
+        sock = spare.pop() if spare else self._new_socket(fam)
+        if sock is None:
             self.scheduler.unsent(flight)
             return False
-        else:
-            sock = fresh
         tryno = flight.tries - 1
         target = (text, flight.probe.port)
         sent = time.monotonic()
