@@ -12,14 +12,19 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address, ip_address, ip_network
+from typing import Any
 
 import pytest
 
 from portscout import Reason, State, iscan
+from portscout.engines.async_connect import AsyncConnectEngine
 from portscout.engines.base import CONNECT_ERRORS, EngineOptions
 from portscout.engines.discovery import discover
 from portscout.lab import Host, Lab, Link, ListenerMode
+from portscout.plan import Probe
+from portscout.results import Result
 from portscout.timing import TimingPolicy
 from tests.engines.conftest import nft_rules, serve
 
@@ -123,3 +128,36 @@ def test_syn_answers_are_timed_one_by_one() -> None:
     rtts = [r.rtt for r in results if r.rtt is not None]
     assert len(rtts) == 2000
     assert len(set(rtts)) > 1800
+
+
+class _SpuriousWakeups(asyncio.SelectorEventLoop):
+    """Wakes every writer once as soon as it is added, before any answer could be in: the
+    spurious wakeup Go's connect guards against (golang/go#14548, #19289)."""
+
+    def add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        super().add_writer(fd, callback, *args)
+        self.call_soon(callback, *args)
+
+
+def test_a_wakeup_without_an_answer_decides_nothing() -> None:
+    # Was: SO_ERROR 0 after any writer wakeup meant "connected", so a port whose SYN was
+    # dropped (SYN-SENT, SO_ERROR 0) came out open: the async engine's two false opens
+    # under load in tests/lab/test_scan_accuracy.py.
+    engine = AsyncConnectEngine()
+    options = EngineOptions(timing=TimingPolicy().with_options(timeout=0.2, max_retries=1))
+    probes = [Probe(IPv4Address("127.0.0.9"), port) for port in range(1, 21)]
+    probes += [Probe(IPv4Address("127.0.0.1"), port) for port in (7411, 7412)]
+
+    async def run() -> list[Result]:
+        return [r async for r in engine.run(iter(probes), options)]
+
+    with (
+        serve({("127.0.0.1", 7411): "accept"}),
+        nft_rules("ip daddr 127.0.0.9 drop"),
+        asyncio.Runner(loop_factory=_SpuriousWakeups) as runner,
+    ):
+        results = {(str(r.host), r.port): r for r in runner.run(run())}
+    dropped = [results["127.0.0.9", port] for port in range(1, 21)]
+    assert {(r.state, r.reason) for r in dropped} == {(State.FILTERED, Reason.NO_RESPONSE)}
+    assert results["127.0.0.1", 7411].state is State.OPEN
+    assert results["127.0.0.1", 7412].state is State.CLOSED

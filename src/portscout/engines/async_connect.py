@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 
 from portscout.engines.base import BACKPRESSURE, EngineOptions
-from portscout.engines.connect import decided_result, family
+from portscout.engines.connect import decided_result, family, still_connecting
 from portscout.errors import ScanError
 from portscout.plan import Probe
 from portscout.results import Protocol, Reason, Result, State
@@ -107,6 +107,7 @@ class _ConnectScan:
         self.lingering: dict[Flight, int] = {}
         self.lingering_order: deque[tuple[float, int]] = deque()  # (try sent, descriptor)
         self.spare: dict[int, list[_socket.socket]] = {socket.AF_INET: [], socket.AF_INET6: []}
+        self.spurious = 0  # wakeups that carried no answer (see still_connecting)
         self._wake: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -230,16 +231,31 @@ class _ConnectScan:
         self.scheduler.done.append(result)
 
     def _on_writable(self, fd: int) -> None:
-        flight, sock, tryno = self.sockets.pop(fd)
+        entry = self.sockets.pop(fd, None)
+        if entry is None:
+            return  # a wakeup for a socket already closed: not ours to judge
+        flight, sock, tryno = entry
         self.loop.remove_writer(fd)
+        keep = False
         try:
             if flight.stage is _DECIDED:
                 return  # decided by another try meanwhile
             code = sock.getsockopt(_SOL_SOCKET, _SO_ERROR)
+            if code == 0 and (pending := still_connecting(sock)) is not False:
+                # A wakeup without an answer (see still_connecting): nothing is learnt.
+                self.spurious += 1
+                if pending:  # still connecting: keep listening
+                    self.sockets[fd] = entry
+                    self.loop.add_writer(fd, self._on_writable, fd)
+                    keep = True
+                else:  # closed with nothing to say: the try times out
+                    self._forget(flight, fd)
+                return
             if code in BACKPRESSURE:
                 if flight.tag == fd and flight.tries - 1 == tryno:
                     flight.tag = NO_SOCKET
                     self.scheduler.unsent(flight)
+                self._forget(flight, fd)
                 return
             now = time.monotonic()
             sent = flight.sent if tryno == flight.tries - 1 else flight.lost
@@ -249,8 +265,17 @@ class _ConnectScan:
             self._close_current(flight)
             self._decided(flight, code, sock, now - sent)
         finally:
-            sock.close()
+            if not keep:
+                sock.close()
         self._notify()
+
+    def _forget(self, flight: Flight, fd: int) -> None:
+        """``fd`` (being closed) is no longer ``flight``'s: a descriptor number kept after
+        its socket is gone would close whichever socket gets that number next."""
+        if flight.tag == fd:
+            flight.tag = NO_SOCKET
+        if self.lingering.get(flight) == fd:
+            del self.lingering[flight]
 
     # -- lingering tries -------------------------------------------------------------------
 

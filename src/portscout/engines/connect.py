@@ -44,6 +44,8 @@ LINGER_RST = struct.pack("ii", 1, 0)
 _TCPI_RTT = 8 + 15 * 4
 _TCP_INFO_SIZE = 104
 BACKOFF_SECONDS = 0.005
+# tcpi_state (include/net/tcp_states.h) of a socket whose handshake is still under way
+_TCP_SYN_SENT, _TCP_SYN_RECV = 2, 3
 
 
 def sockaddr(host: IPAddress, port: int) -> tuple[str, int]:
@@ -70,6 +72,29 @@ def connected_result(sock: _socket.socket, probe: Probe, rtt: float, tries: int)
         host=probe.host, port=probe.port, state=State.OPEN, reason=Reason.SYN_ACK,
         rtt=handshake_rtt(sock, rtt), tries=tries,
     )  # fmt: skip
+
+
+def still_connecting(sock: _socket.socket) -> bool | None:
+    """After a wakeup whose SO_ERROR said nothing went wrong: False when the socket is
+    connected, True when its handshake is still under way, None when it is closed with
+    its error already taken.
+
+    SO_ERROR 0 means "no error yet", not "connected": an event loop that wakes a writer for
+    a socket still in SYN-SENT (a spurious wakeup) would make a dropped or closed port look
+    open. Go's connect checks getpeername() after every such wakeup for that reason
+    (golang/go#14548, #19289); getpeername() fails with ENOTCONN until the handshake is done.
+    """
+    try:
+        sock.getpeername()
+    except OSError:
+        pass
+    else:
+        return False
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except OSError:
+        return None
+    return True if state in (_TCP_SYN_SENT, _TCP_SYN_RECV) else None
 
 
 def handshake_rtt(sock: _socket.socket, measured: float) -> float:
