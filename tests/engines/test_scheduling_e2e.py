@@ -134,7 +134,7 @@ class _SpuriousWakeups(asyncio.SelectorEventLoop):
     """Wakes every writer once as soon as it is added, before any answer could be in: the
     spurious wakeup Go's connect guards against (golang/go#14548, #19289)."""
 
-    def add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+    def add_writer(self, fd: Any, callback: Callable[..., Any], *args: Any) -> None:  # type: ignore[override]  # the generic signature, loosened
         super().add_writer(fd, callback, *args)
         self.call_soon(callback, *args)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import _socket
 import asyncio
 import errno
+import logging
 import socket
 import time
 from collections import deque
@@ -40,6 +41,7 @@ from portscout.plan import Probe
 from portscout.results import Protocol, Reason, Result, State
 from portscout.schedule import Flight, Scheduler, Stage
 
+log = logging.getLogger(__name__)
 _SOL_SOCKET = socket.SOL_SOCKET
 _SO_ERROR = socket.SO_ERROR
 _STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
@@ -90,6 +92,8 @@ class AsyncConnectEngine:
                 await scan.wait()
         finally:
             scan.close_all()
+            if scan.spurious:
+                log.debug("%d socket wakeups carried no answer (ignored)", scan.spurious)
 
 
 class _ConnectScan:
