@@ -155,9 +155,11 @@ def full_scan_tools(workdir: Path, floors: dict[str, Path], quick: bool) -> list
 
 def baseline_tools(tools: Sequence[Tool], src: Path) -> list[Tool]:
     """The portscout rows of ``tools`` again, run from another checkout's ``src`` (a
-    before/after comparison in one run, under the same load)."""
+    before/after comparison in one run, under the same load). Its scan history goes to a
+    directory of its own: an older checkout refuses a database of a newer schema."""
     compile_package(src)
-    prefix = ("env", f"PYTHONPATH={src.resolve()}")
+    history = Path(os.environ.get("XDG_DATA_HOME", tempfile.gettempdir())) / "baseline"
+    prefix = ("env", f"PYTHONPATH={src.resolve()}", f"XDG_DATA_HOME={history}")
     return [
         Tool(name=f"{t.name} @base", kind=t.kind, cmd=(*prefix, *t.cmd), reps=t.reps,
              found=t.found, timeout=t.timeout)

@@ -22,14 +22,13 @@ import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from portscout._version import __version__
 from portscout.engines import CONNECT_ENGINE, SYN_ENGINE, engine_names
 from portscout.errors import Interrupted, OptionError, PortscoutError, StoreError, UsageError
 from portscout.history_config import RecordingResolver, config_record
 from portscout.outfiles import Faults, OutputFile, console, open_outputs, refuse_shared
-from portscout.output.merge import PartHost, SeenHosts, merge_parts, read_part, survey
 from portscout.output.progress import LiveProgress, Monitor, StatsLines
 from portscout.output.session import OutputOptions, Outputs, file_outputs
 from portscout.plan import HostGroup
@@ -48,6 +47,9 @@ from portscout.scanner import (
 from portscout.store import ScanStatus, Store, StoredScan, default_path
 from portscout.targets import Resolver, read_target_file
 from portscout.timing import TimingPolicy, parse_duration, parse_template
+
+if TYPE_CHECKING:
+    from portscout.output.merge import PartHost
 
 log = logging.getLogger("portscout")
 
@@ -621,6 +623,8 @@ def run_merge(argv: Sequence[str]) -> int:
     add_output_options(p)
     args = p.parse_args(argv)
     setup_logging(args.debug)
+    from portscout.output.merge import SeenHosts, merge_parts, survey  # merge's own
+
     if not output_options(args).files:
         args.json_out, args.no_fold = "-", True
     ports, scan_type = survey(_read_part(path, None) for path in args.files)
@@ -660,6 +664,8 @@ def run_merge(argv: Sequence[str]) -> int:
 
 def _read_part(path: str, files: contextlib.ExitStack | None) -> Iterator[PartHost]:
     """The hosts of the part file ``path``; closed by ``files`` (or at the end)."""
+    from portscout.output.merge import read_part
+
     try:
         stream = open(path, encoding="utf-8")  # noqa: SIM115  # closed below or by files
     except OSError as exc:

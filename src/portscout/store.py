@@ -47,9 +47,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from portscout.diff import DiffSide, ScanDiff, compare
 from portscout.errors import StoreBusyError, StoreError
 from portscout.plan import Probe
 from portscout.results import (
@@ -87,6 +86,9 @@ from portscout.store_schema import (
     unpack,
     unrun,
 )
+
+if TYPE_CHECKING:
+    from portscout.diff import ScanDiff
 
 log = logging.getLogger(__name__)
 
@@ -535,6 +537,8 @@ def rebuild_report(scan: StoredScan, results: Iterable[Result]) -> Report:
 
 def diff_scans(store: Store, a_id: int, b_id: int) -> ScanDiff:
     """What changed from scan ``a_id`` to scan ``b_id``: hosts and ports, by state."""
+    from portscout.diff import DiffSide, compare  # only the diff command needs it
+
     a, b = store.load(a_id), store.load(b_id)
     return compare(
         DiffSide(a.id, a.meta), store.results(a.id), DiffSide(b.id, b.meta), store.results(b.id)
