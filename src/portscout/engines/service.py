@@ -14,8 +14,14 @@ LZR-style, widened: while a probe waits for its answer (the NULL probe waits 6 s
 banner, a probe a server does not understand waits its ``totalwaitms``), the next probes
 in nmap's order already run on connections of their own, at most ``parallel_probes`` in
 flight per port and ``LOOKAHEAD`` ahead. Outcomes are still taken in nmap's order; a
-probe's wait is cut only when a later probe has hard-matched while this one has received
-nothing at all (the server evidently waits for the client, and silence would not match).
+probe that has received nothing is given up early only when that cannot lose an answer:
+the NULL probe once a later probe has received anything (the server waits for the client,
+and the NULL probe's lines are in every later probe's chain, so that answer is matched
+against them too); a probe that sent a payload once it has been connected ``CUT_GRACE``
+and a later probe has hard-matched (so the port has an answer whatever this one would have
+said). A later answer that names nothing does not cut a probe: on a loaded machine a
+server may simply handshake or answer this probe's connection last (issue 13: 443 came
+out ``ssl`` without ``http`` when a 400 to RedisInfo cut GetRequest inside TLS).
 
 Matching runs on the event loop: the indexed matcher costs well under a millisecond per
 response (docs/benchmarks.md), and checks during reading are spaced ``CHECK_INTERVAL``
@@ -53,6 +59,7 @@ CHECK_INTERVAL = 0.05  # seconds between match attempts while a response trickle
 READ_CHUNK = 4096
 ALPN_OFFERED = ("h2", "http/1.1")
 LOOKAHEAD = 8  # probes a port may run ahead of the one whose outcome is awaited
+CUT_GRACE = 0.2  # seconds a probe that sent a payload is waited for before it may be cut
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +88,7 @@ class Exchange:
     failed: bool = False  # no connection (refused, timed out): the probe said nothing
     hard: bool = False  # a hard match arrived before the wait ended
     elapsed_ms: float = 0.0
+    sent_at: float | None = None  # loop time the connection was up and the payload sent
 
 
 @dataclass(slots=True)
@@ -155,7 +163,7 @@ class ServiceDetector:
                     self._launch(host, port, current, session, tls, flight)
 
                 refill()
-                exchange = await _awaited(flight[probe.name], flight, refill)
+                exchange = await _awaited(flight[probe.name], flight, refill, probe.is_null)
                 del flight[probe.name]
                 outcome = session.finish(
                     probe, bytes(exchange.data), closed=exchange.closed,
@@ -213,6 +221,7 @@ class ServiceDetector:
         try:
             if probe.payload:
                 writer.write(probe.payload)
+            exchange.sent_at = loop.time()
             wait = min(probe.totalwaitms / 1000, self.options.max_wait)
             await self._read(reader, probe, session, exchange, started + wait)
         finally:
@@ -296,32 +305,38 @@ class _InFlight:
 
 
 async def _awaited(
-    current: _InFlight, flight: dict[str, _InFlight], refill: Callable[[], None]
+    current: _InFlight, flight: dict[str, _InFlight], refill: Callable[[], None], banner: bool
 ) -> Exchange:
-    """The current probe's exchange when it ends, or cut short (nothing received) once a
-    later probe has been answered: the server speaks when spoken to, and this probe's
-    silence will not match. ``refill`` starts later probes as earlier ones end."""
+    """The current probe's exchange when it ends, or cut short when ``_may_cut`` says its
+    silence cannot change the port's answer. ``refill`` starts later probes as earlier ones
+    end; ``banner``: the current probe is the NULL probe."""
+    loop = asyncio.get_running_loop()
     while not current.task.done():
         refill()
         others = [f for f in flight.values() if f is not current]
-        if not current.exchange.data and any(f.exchange.data for f in others):
+        if _may_cut(current.exchange, [f.exchange for f in others], banner, loop.time()):
             current.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await current.task
             return current.exchange
         pending = {f.task for f in others if not f.task.done()}
-        if not pending:
-            await current.task
-            break
-        await _first_data(current, pending)
+        # Woken when a probe ends, else every tick: data arriving ends no task, and a
+        # grace may run out while nothing ends.
+        await asyncio.wait({current.task, *pending}, timeout=CHECK_INTERVAL,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
     return current.task.result()
 
 
-async def _first_data(current: _InFlight, pending: set[asyncio.Task[Exchange]]) -> None:
-    """Wait until the current probe ends or another ends, or for a short tick while the
-    others are still reading (data arriving does not end a task)."""
-    await asyncio.wait({current.task, *pending}, timeout=CHECK_INTERVAL,
-                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+def _may_cut(current: Exchange, later: list[Exchange], banner: bool, now: float) -> bool:
+    """Whether a probe that has heard nothing may be given up (see the module docstring):
+    the NULL probe once a later probe heard anything; another probe once it has been
+    connected ``CUT_GRACE`` and a later probe hard-matched."""
+    if current.data:
+        return False
+    if banner:
+        return any(e.data for e in later)
+    sent = current.sent_at
+    return sent is not None and now - sent >= CUT_GRACE and any(e.hard for e in later)
 
 
 async def _drop(flight: dict[str, _InFlight]) -> None:
