@@ -43,13 +43,9 @@ from portscout.ports import service_names
 from portscout.results import IPAddress, Report, Result, Service, State
 from portscout.services.builtin import SOURCE as BUILTIN
 from portscout.services.builtin import builtin_database
-from portscout.services.match import MAX_MATCH_BYTES
-from portscout.services.probes import (
-    ProbeDatabase,
-    ServiceProbe,
-    find_probe_file,
-    load_probe_file,
-)
+from portscout.services.cache import cache_dir, prepare, record_failures
+from portscout.services.match import MAX_MATCH_BYTES, Analyses
+from portscout.services.probes import Match, ProbeDatabase, ServiceProbe, find_probe_file
 from portscout.services.session import INTENSITY_DEFAULT, PortSession, Signatures, Step
 from portscout.services.x509 import parse_certificate
 
@@ -113,8 +109,13 @@ def _client_context(alpn: Iterable[str] = ()) -> ssl.SSLContext:
 class ServiceDetector:
     """Detects services on open ports with one probe database (compiled lazily, once)."""
 
-    def __init__(self, database: ProbeDatabase, options: DetectOptions | None = None) -> None:
-        self.signatures = Signatures(database)
+    def __init__(
+        self,
+        database: ProbeDatabase,
+        options: DetectOptions | None = None,
+        analyses: Analyses | None = None,
+    ) -> None:
+        self.signatures = Signatures(database, analyses)
         self.options = options or DetectOptions()
 
     async def detect_many(
@@ -348,6 +349,16 @@ async def _drop(flight: dict[str, _InFlight]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _log_failures(failed: Callable[[], list[tuple[Match, str]]]) -> None:
+    """With ``-d``: the patterns Python's ``re`` cannot compile (``failed`` compiles those
+    not yet tried: only when asked)."""
+    if log.isEnabledFor(logging.DEBUG):
+        found = failed()
+        log.debug("%d patterns do not compile with Python's re", len(found))
+        for match, error in found:
+            log.debug("line %d (%s): %s", match.line, match.service, error)
+
+
 def _with_tls(service: Service, tls: _Tls) -> Service:
     """The service with what the TLS handshake showed (certificate fields, ALPN)."""
     certificate = None
@@ -363,8 +374,10 @@ class ServiceStage:
     """-sV after the port scan: the database chosen once, the open ports detected, each
     result handed out again with its ``Service`` (``Report.services`` filled)."""
 
-    def __init__(self, database: ProbeDatabase, options: DetectOptions) -> None:
-        self.detector = ServiceDetector(database, options)
+    def __init__(
+        self, database: ProbeDatabase, options: DetectOptions, analyses: Analyses | None = None
+    ) -> None:
+        self.detector = ServiceDetector(database, options, analyses)
         self.database_source = database.source
 
     @classmethod
@@ -373,16 +386,23 @@ class ServiceStage:
     ) -> ServiceStage:
         """nmap's file (``probes_path``, ``$NMAPDIR``, system dirs), else the built-in set
         (also when ``probes_path`` is ``built-in``). A given file that is missing or
-        malformed: ``ProbeFileError`` (a usage error)."""
+        malformed: ``ProbeFileError`` (a usage error). nmap's file comes prepared from the
+        cache (``services.cache``) when it holds this very file."""
         path = None if probes_path == BUILTIN else find_probe_file(environ, probes_path)
-        database = load_probe_file(path) if path is not None else builtin_database()
-        log.info("service detection: signatures from %s", database.source)
-        if log.isEnabledFor(logging.DEBUG):  # compiles every pattern: only when asked
-            failed = database.failed_patterns()
-            log.debug("%d patterns do not compile with Python's re", len(failed))
-            for match, error in failed:
-                log.debug("line %d (%s): %s", match.line, match.service, error)
-        return cls(database, DetectOptions(intensity=intensity))
+        if path is None:
+            database = builtin_database()
+            log.info("service detection: signatures from %s", database.source)
+            _log_failures(database.failed_patterns)
+            return cls(database, DetectOptions(intensity=intensity))
+        directory = cache_dir(environ)
+        prepared = prepare(path, directory)
+        log.info("service detection: signatures from %s", prepared.database.source)
+        if log.isEnabledFor(logging.DEBUG) and not prepared.failures_known:
+            prepared.failures()  # compiles every pattern: once per file, then cached
+            prepared = record_failures(path, directory, prepared)
+        _log_failures(prepared.failures)
+        return cls(prepared.database, DetectOptions(intensity=intensity),
+                   Analyses(prepared.first))  # fmt: skip
 
     async def run(
         self, held: dict[tuple[IPAddress, int], Result], report: Report
