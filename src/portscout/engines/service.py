@@ -23,9 +23,11 @@ said). A later answer that names nothing does not cut a probe: on a loaded machi
 server may simply handshake or answer this probe's connection last (issue 13: 443 came
 out ``ssl`` without ``http`` when a 400 to RedisInfo cut GetRequest inside TLS).
 
-Matching runs on the event loop: the indexed matcher costs well under a millisecond per
-response (docs/benchmarks.md), and checks during reading are spaced ``CHECK_INTERVAL``
-apart, so a trickling server cannot make it run once per byte.
+Matching runs on the event loop: the indexed matcher costs about 0.3 ms per response, and
+checks during reading are spaced ``CHECK_INTERVAL`` apart, so a trickling server cannot
+make it run once per byte. A process pool was measured against it and pays only past
+~1,500 responses; threads cannot help (pure-Python ``re`` holds the GIL): see
+docs/benchmarks.md, "Off the event loop, in a process pool?".
 """
 
 from __future__ import annotations
