@@ -23,9 +23,9 @@ from portscout.engines.service import (
     DetectOptions,
     Exchange,
     ServiceDetector,
-    ServiceStage,
     _may_cut,
 )
+from portscout.engines.service_stage import ServiceStage
 from portscout.results import Reason, Report, Result, Service, State
 from portscout.services.builtin import builtin_database
 from portscout.services.probes import ProbeDatabase

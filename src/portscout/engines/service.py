@@ -36,18 +36,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from portscout.ports import service_names
-from portscout.results import IPAddress, Report, Result, Service, State
-from portscout.services.builtin import SOURCE as BUILTIN
-from portscout.services.builtin import builtin_database
-from portscout.services.cache import cache_dir, prepare, record_failures
+from portscout.results import IPAddress, Service
 from portscout.services.match import MAX_MATCH_BYTES, Analyses
-from portscout.services.probes import Match, ProbeDatabase, ServiceProbe, find_probe_file
+from portscout.services.probes import ProbeDatabase, ServiceProbe
 from portscout.services.session import INTENSITY_DEFAULT, PortSession, Signatures, Step
 from portscout.services.x509 import parse_certificate
 
@@ -119,26 +114,6 @@ class ServiceDetector:
     ) -> None:
         self.signatures = Signatures(database, analyses)
         self.options = options or DetectOptions()
-
-    async def detect_many(
-        self, targets: Iterable[tuple[IPAddress, int]]
-    ) -> AsyncIterator[tuple[IPAddress, int, Service | None]]:
-        """Detect every (host, port), ``concurrency`` at a time; yield as each ends."""
-        gate = asyncio.Semaphore(self.options.concurrency)
-        queue: asyncio.Queue[tuple[IPAddress, int, Service | None]] = asyncio.Queue()
-
-        async def one(host: IPAddress, port: int) -> None:
-            async with gate:
-                await queue.put((host, port, await self.detect(host, port)))
-
-        tasks = [asyncio.create_task(one(host, port)) for host, port in targets]
-        try:
-            for _ in tasks:
-                yield await queue.get()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def detect(self, host: IPAddress, port: int) -> Service | None:
         """The service on ``host:port``, or None when nothing matched within the budget."""
@@ -351,16 +326,6 @@ async def _drop(flight: dict[str, _InFlight]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _log_failures(failed: Callable[[], list[tuple[Match, str]]]) -> None:
-    """With ``-d``: the patterns Python's ``re`` cannot compile (``failed`` compiles those
-    not yet tried: only when asked)."""
-    if log.isEnabledFor(logging.DEBUG):
-        found = failed()
-        log.debug("%d patterns do not compile with Python's re", len(found))
-        for match, error in found:
-            log.debug("line %d (%s): %s", match.line, match.service, error)
-
-
 def _with_tls(service: Service, tls: _Tls) -> Service:
     """The service with what the TLS handshake showed (certificate fields, ALPN)."""
     certificate = None
@@ -370,61 +335,3 @@ def _with_tls(service: Service, tls: _Tls) -> Service:
         except ValueError as exc:
             log.debug("unreadable certificate: %s", exc)
     return dataclasses.replace(service, certificate=certificate, alpn=tls.alpn)
-
-
-class ServiceStage:
-    """-sV after the port scan: the database chosen once, the open ports detected, each
-    result handed out again with its ``Service`` (``Report.services`` filled)."""
-
-    def __init__(
-        self, database: ProbeDatabase, options: DetectOptions, analyses: Analyses | None = None
-    ) -> None:
-        self.detector = ServiceDetector(database, options, analyses)
-        self.database_source = database.source
-
-    @classmethod
-    def create(
-        cls, probes_path: str | None, *, intensity: int, environ: Mapping[str, str] = os.environ
-    ) -> ServiceStage:
-        """nmap's file (``probes_path``, ``$NMAPDIR``, system dirs), else the built-in set
-        (also when ``probes_path`` is ``built-in``). A given file that is missing or
-        malformed: ``ProbeFileError`` (a usage error). nmap's file comes prepared from the
-        cache (``services.cache``) when it holds this very file."""
-        path = None if probes_path == BUILTIN else find_probe_file(environ, probes_path)
-        if path is None:
-            database = builtin_database()
-            log.info("service detection: signatures from %s", database.source)
-            _log_failures(database.failed_patterns)
-            return cls(database, DetectOptions(intensity=intensity))
-        directory = cache_dir(environ)
-        prepared = prepare(path, directory)
-        log.info("service detection: signatures from %s", prepared.database.source)
-        if log.isEnabledFor(logging.DEBUG) and not prepared.failures_known:
-            prepared.failures()  # compiles every pattern: once per file, then cached
-            prepared = record_failures(path, directory, prepared)
-        _log_failures(prepared.failures)
-        return cls(prepared.database, DetectOptions(intensity=intensity),
-                   Analyses(prepared.first))  # fmt: skip
-
-    async def run(
-        self, held: dict[tuple[IPAddress, int], Result], report: Report
-    ) -> AsyncIterator[list[Result]]:
-        """Detect every held open port; yield each result with its service as it ends.
-        A port nothing matched gets its table name (``method="table"``, confidence 3)."""
-        names = service_names()
-        try:
-            async for host, port, found in self.detector.detect_many(list(held)):
-                service = found or Service(
-                    name=names.get(port, "unknown"), method="table", confidence=3,
-                    database=self.database_source,
-                )  # fmt: skip
-                report.services[(host, port)] = service
-                yield [held.pop((host, port))._replace(service=service)]
-        finally:
-            services = report.services
-            report.results = [
-                r._replace(service=services[(r.host, r.port)])
-                if r.state is State.OPEN and (r.host, r.port) in services
-                else r
-                for r in report.results
-            ]
