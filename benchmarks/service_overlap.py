@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 from harness import Measurement, compile_package, measure
@@ -27,8 +27,12 @@ from portscout.lab.servers import SERVERS, ServerError, running
 TARGET = "127.0.0.1"
 
 
-def command(src: Path | None, ports: str, engine: str, rate: float | None) -> tuple[str, ...]:
-    path = () if src is None else ("env", f"PYTHONPATH={src}")
+def command(
+    src: Path | None, ports: str, engine: str, rate: float | None, cache: Path
+) -> tuple[str, ...]:
+    """Each checkout gets a cache of its own: their keys differ (the parser modules'
+    times), and one shared file would be rewritten by each run in turn, always cold."""
+    path = ("env", f"XDG_CACHE_HOME={cache}") + (() if src is None else (f"PYTHONPATH={src}",))
     limit = () if rate is None else ("--max-rate", str(rate))
     return (*path, sys.executable, "-m", "portscout", TARGET, "-p", ports, "-Pn", "-sV",
             "--no-db", "-q", "-oJ", "-", "--no-fold", "--engine", engine, *limit)  # fmt: skip
@@ -59,10 +63,12 @@ def main() -> int:
         print(f"needs root and a private network namespace: {exc}", file=sys.stderr)
         return 2
     compile_package()
-    os.environ.setdefault("XDG_CACHE_HOME", "/tmp/portscout-bench-cache")
+    cache = tempfile.TemporaryDirectory()  # portscout's prepared probe file, warm below
+    before, after = Path(cache.name) / "before", Path(cache.name) / "after"
     rows = {"-sV after the scan (baseline)": command(args.baseline.resolve(), args.ports,
-                                                      args.engine, args.rate),
-            "-sV beside the scan": command(None, args.ports, args.engine, args.rate)}  # fmt: skip
+                                                      args.engine, args.rate, before),
+            "-sV beside the scan": command(None, args.ports, args.engine, args.rate,
+                                           after)}  # fmt: skip
     runs: dict[str, list[Measurement]] = {name: [] for name in rows}
     try:
         with running(list(SERVERS)):
@@ -77,6 +83,8 @@ def main() -> int:
     except ServerError as exc:
         print(f"cannot start the servers (make test installs them): {exc}", file=sys.stderr)
         return 2
+    finally:
+        cache.cleanup()
     found = [named(r[-1]) for r in runs.values()]
     print(f"ports {args.ports}, engine {args.engine}, max rate {args.rate}, {args.rounds} rounds")
     print("| run | wall best | wall median | CPU median | open ports named |")
