@@ -3,7 +3,12 @@
 with nmap's plain loop against the indexed matcher, and the worst pattern's time on
 hostile input of ``MAX_MATCH_BYTES``. No network: pure CPU.
 
-    .venv/bin/python benchmarks/service_match.py [--probes FILE] [--worst]
+    .venv/bin/python benchmarks/service_match.py [--probes FILE] [--worst] [--pool]
+
+``--pool``: N responses matched inline (one process, as the scan does) against a
+``ProcessPoolExecutor`` of ``os.cpu_count()`` workers, wall time, for N from 10 to 20,000;
+each worker prepares the database itself (from the cache when warm), as a scan's pool
+would have to. Which is faster decides whether matching leaves the event loop's process.
 """
 
 from __future__ import annotations
@@ -11,11 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from portscout.services.match import MAX_MATCH_BYTES, Hit
+from portscout.services.cache import prepare
+from portscout.services.match import MAX_MATCH_BYTES, Analyses, Hit
 from portscout.services.probes import Match, ProbeDatabase, find_probe_file, load_probe_file
 from portscout.services.session import Signatures
 
@@ -109,14 +118,98 @@ def worst_patterns(db: ProbeDatabase) -> None:
               f" {match.pattern[:60]!r}")  # fmt: skip
 
 
+_WORKER: Signatures | None = None  # one worker process's prepared database
+
+
+def _worker_start(path: str, cache: str) -> None:
+    global _WORKER
+    _WORKER = _signatures(Path(path), Path(cache))
+
+
+def _signatures(path: Path, cache: Path) -> Signatures:
+    """Prepared, and warm: matchers and their per-first-byte indexes built, candidates
+    compiled (as in a scan that has matched a few responses already)."""
+    prepared = prepare(path, cache)
+    signatures = Signatures(prepared.database, Analyses(prepared.first))
+    for name, response in _jobs(len(RESPONSES)):
+        probe = signatures.database.get("TCP", name)
+        assert probe is not None
+        signatures.matcher(probe).find(response)
+    return signatures
+
+
+def _match_one(job: tuple[str, bytes]) -> int | None:
+    """What a worker sends back: the line that matched (the scan would build its Service)."""
+    assert _WORKER is not None
+    probe = _WORKER.database.get("TCP", job[0])
+    assert probe is not None
+    hit = _WORKER.matcher(probe).find(job[1])
+    return None if hit is None else hit.match.line
+
+
+def _jobs(count: int) -> list[tuple[str, bytes]]:
+    """Responses as a scan of common ports sees them: banners for the NULL probe, HTTP
+    answers for GetRequest, varied so that no two are the same bytes."""
+    jobs = []
+    for i in range(count):
+        response = RESPONSES[i % len(RESPONSES)] + b"%d\r\n" % i
+        jobs.append(("GetRequest" if response.startswith(b"HTTP") else "NULL", response))
+    return jobs
+
+
+def pool_vs_inline(path: Path, sizes: list[int], rounds: int) -> None:
+    workers = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="sv-cache-") as tmp:
+        cache = Path(tmp)
+        inline = _signatures(path, cache)
+        print(f"{workers} workers; wall time, median of {rounds}")
+        print("| responses | inline | pool, started for the batch | pool, workers warm |")
+        print("| --- | --- | --- | --- |")
+        for size in sizes:
+            jobs = _jobs(size)
+            chunk = max(1, size // (4 * workers))
+            times: dict[str, list[float]] = {"inline": [], "cold": [], "warm": []}
+            for _ in range(rounds):
+                started = time.perf_counter()
+                want = []
+                for name, response in jobs:
+                    probe = inline.database.get("TCP", name)
+                    assert probe is not None
+                    hit = inline.matcher(probe).find(response)
+                    want.append(None if hit is None else hit.match.line)
+                times["inline"].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                with ProcessPoolExecutor(workers, initializer=_worker_start,
+                                         initargs=(str(path), tmp)) as pool:  # fmt: skip
+                    list(pool.map(_worker_start_wait, range(workers)))
+                    ready = time.perf_counter()
+                    got = list(pool.map(_match_one, jobs, chunksize=chunk))
+                    done = time.perf_counter()
+                times["cold"].append(done - started)
+                times["warm"].append(done - ready)
+                assert got == want, "the pool found other lines than inline matching"
+            med = {k: statistics.median(v) for k, v in times.items()}
+            print(f"| {size} | {med['inline'] * 1000:.1f} ms | {med['cold'] * 1000:.1f} ms | "
+                  f"{med['warm'] * 1000:.1f} ms |")  # fmt: skip
+
+
+def _worker_start_wait(_: int) -> None:
+    """A no-op job: returns once a worker has run its initializer (prepared the database)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--probes", help="nmap-service-probes (default: the installed one)")
     parser.add_argument("--worst", action="store_true", help="time every pattern on hostile input")
+    parser.add_argument("--pool", action="store_true", help="inline against a process pool")
+    parser.add_argument("--rounds", type=int, default=3, help="--pool: rounds per size")
     args = parser.parse_args()
     path = find_probe_file(os.environ, args.probes)
     if path is None:
         raise SystemExit("no nmap-service-probes: install nmap or give --probes FILE")
+    if args.pool:
+        pool_vs_inline(path, [10, 100, 1000, 5000, 20000], args.rounds)
+        return
     compile_times(path)
     db = load_probe_file(path)
     per_response(db)

@@ -25,6 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
     global _NETNS_PROBLEM
     # Scans record history under XDG_DATA_HOME: never in the real home during tests.
     os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="portscout-tests-")
+    # and -sV keeps its prepared probe file under XDG_CACHE_HOME (removed with the above).
+    os.environ["XDG_CACHE_HOME"] = os.path.join(os.environ["XDG_DATA_HOME"], "cache")
     if os.geteuid() != 0:
         _NETNS_PROBLEM = "needs root to create a private network namespace"
         return

@@ -49,7 +49,7 @@ from portscout.timing import TimingPolicy, parse_template
 
 if TYPE_CHECKING:
     from portscout.engines.discovery import Discovered
-    from portscout.engines.service import ServiceStage
+    from portscout.engines.service_stage import ServiceStage
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class ScanConfig:
     done: frozenset[Probe] = frozenset()
     hostgroup: int = DEFAULT_HOSTGROUP  # hosts discovered and scanned together at most
     family: int | None = None  # 6: IPv6 targets only (nmap's -6); None: both
-    # -sV: name the services on open ports after each host group's port scan.
+    # -sV: name the services on open ports, each as soon as the port scan finds it open.
     service_detection: bool = False
     version_intensity: int = 7  # 0-9; --version-light 2, --version-all 9
     service_probes: str | None = None  # nmap-service-probes path or "built-in"; None: find
@@ -216,9 +216,14 @@ class Scan:
         self._planned = 0  # probes of the groups planned so far
         self._unflushed: list[Result] = []
         self._closed: list[ClosedPorts] = []
+        self.detection = _service_detection(config)
+        # -sV runs beside the port scan: its sockets come out of the scan's descriptors.
+        detecting = self.detection.sockets if self.detection is not None else 0
         share = per_process(self.policy, self.processes)
         self.options = EngineOptions(
-            max_in_flight=min(share.max_parallelism, fd_budget(raise_fd_limit(), self.processes)),
+            max_in_flight=min(
+                share.max_parallelism, fd_budget(raise_fd_limit() - detecting, self.processes)
+            ),
             timing=share,
             workers=config.workers,
         )
@@ -229,7 +234,6 @@ class Scan:
             probes_planned=self.plan.size - len(config.done),
         )
         self._held: dict[tuple[IPAddress, int], Result] = {}  # -sV: open, not yet named
-        self.detection = _service_detection(config)
         if self.detection is not None:
             self.report.service_database = self.detection.database_source
         self.meta = ScanMeta(
@@ -481,19 +485,27 @@ class Scan:
     async def _group_batches(
         self, plan: ScanPlan, options: EngineOptions, probes: Iterator[Probe] | None = None
     ) -> AsyncGenerator[list[Result], None]:
-        """One group's port scan (``probes`` of ``plan``: a --shard part), then (-sV) its
-        open ports' services: open results are held until named, so that the group's
-        outputs carry them when it is done."""
+        """One group's port scan (``probes`` of ``plan``: a --shard part) and (-sV) its
+        open ports' services, each port detected as soon as the scan finds it open, while
+        the scan goes on: open results are held until named, so that the group's outputs
+        carry them when it is done."""
         if self.detection is None:
             async for batch in self._plan_batches(plan, options, probes):
                 yield batch
             return
         held = self._held
-        async for batch in self._plan_batches(plan, options, probes):
-            held.update(((r.host, r.port), r) for r in batch if r.state is State.OPEN)
-            yield [r for r in batch if r.state is not State.OPEN]
-        async for found in self.detection.run(held, self.report):
-            yield found
+        detection = self.detection.follow(held, self.report)
+        try:
+            async for batch in self._plan_batches(plan, options, probes):
+                for r in batch:
+                    if r.state is State.OPEN:
+                        held[(r.host, r.port)] = r
+                        detection.add(r.host, r.port)  # detected while the scan goes on
+                yield [r for r in batch if r.state is not State.OPEN] + detection.ready()
+            async for found in detection.rest():
+                yield found
+        finally:
+            await detection.aclose()
 
 
 def _check_shard(config: ScanConfig) -> None:
@@ -530,7 +542,7 @@ def _service_detection(config: ScanConfig) -> ServiceStage | None:
         return None
     if not 0 <= config.version_intensity <= 9:
         raise OptionError(f"version intensity must be 0-9, got {config.version_intensity}")
-    from portscout.engines.service import ServiceStage  # ssl and the matcher: only for -sV
+    from portscout.engines.service_stage import ServiceStage  # ssl, matcher: only for -sV
 
     return ServiceStage.create(config.service_probes, intensity=config.version_intensity)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import ssl
 import struct
@@ -17,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from portscout.engines.service import DetectOptions, Exchange, ServiceDetector, ServiceStage
+from portscout.engines.service import (
+    CUT_GRACE,
+    DetectOptions,
+    Exchange,
+    ServiceDetector,
+    _may_cut,
+)
+from portscout.engines.service_stage import ServiceStage
 from portscout.results import Reason, Report, Result, Service, State
 from portscout.services.builtin import builtin_database
 from portscout.services.probes import ProbeDatabase
@@ -243,6 +251,49 @@ def test_https_is_ssl_http_with_its_certificate(server_context: ssl.SSLContext) 
     assert found.certificate.sans == ("DNS:tls.test", "IP:127.0.0.1")
     assert found.alpn == "http/1.1"
     assert took < QUICK.port_budget
+
+
+def test_when_a_silent_probe_may_be_cut() -> None:
+    """The NULL probe: once a later probe heard anything. A probe that sent a payload: only
+    once connected ``CUT_GRACE`` ago and a later probe hard-matched."""
+    answered, matched = Exchange(data=bytearray(b"400")), Exchange(data=bytearray(b"x"), hard=True)
+    assert _may_cut(Exchange(), [answered], True, 0.0)
+    assert not _may_cut(Exchange(), [Exchange()], True, 0.0)
+    sent = Exchange(sent_at=0.0)
+    assert not _may_cut(sent, [answered], False, 5 * CUT_GRACE)  # names nothing
+    assert not _may_cut(sent, [matched], False, CUT_GRACE / 2)  # too early
+    assert _may_cut(sent, [matched], False, CUT_GRACE)
+    assert not _may_cut(Exchange(), [matched], False, 99.0)  # never connected: says nothing
+    assert not _may_cut(Exchange(data=bytearray(b"a"), sent_at=0.0), [matched], False, 9.0)
+
+
+async def slow_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """HTTPS that answers GET (and a ClientHello sent inside TLS) 0.3 s late but anything
+    else at once with a 400: as nginx does when, on a loaded machine, the connections of
+    the probes that name HTTP finish their handshakes last (issue 13: an intermittent
+    ``ssl`` without ``http`` on 443 with the built-in database)."""
+    request = await reader.read(1000)
+    if request.startswith((b"GET ", b"\x16")):
+        await asyncio.sleep(0.3)
+    status = b"200 OK" if request.startswith(b"GET ") else b"400 Bad Request"
+    writer.write(b"HTTP/1.1 " + status + b"\r\nServer: nginx/1.22.1\r\n\r\n")
+    await writer.drain()
+
+
+def test_a_later_answer_without_a_match_does_not_cut_a_probe(
+    server_context: ssl.SSLContext,
+) -> None:
+    """A probe that sent its payload is not given up because a later probe got an answer
+    that names nothing: that answer only says the server is up, not that this probe's
+    request will go unanswered. The port gets what nmap's serial order gives."""
+    options = DetectOptions(max_wait=2.0, port_budget=10.0)
+    found, _ = detect(slow_http, options, context=server_context)
+    serial, _ = detect(slow_http, dataclasses.replace(options, parallel_probes=1),
+                       context=server_context)  # fmt: skip
+    assert serial is not None
+    assert (serial.full_name, serial.product) == ("ssl/http", "nginx")
+    assert found is not None
+    assert (found.full_name, found.product, found.probe) == ("ssl/http", "nginx", serial.probe)
 
 
 def test_tls_with_a_banner_inside(server_context: ssl.SSLContext) -> None:

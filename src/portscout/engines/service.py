@@ -14,12 +14,20 @@ LZR-style, widened: while a probe waits for its answer (the NULL probe waits 6 s
 banner, a probe a server does not understand waits its ``totalwaitms``), the next probes
 in nmap's order already run on connections of their own, at most ``parallel_probes`` in
 flight per port and ``LOOKAHEAD`` ahead. Outcomes are still taken in nmap's order; a
-probe's wait is cut only when a later probe has hard-matched while this one has received
-nothing at all (the server evidently waits for the client, and silence would not match).
+probe that has received nothing is given up early only when that cannot lose an answer:
+the NULL probe once a later probe has received anything (the server waits for the client,
+and the NULL probe's lines are in every later probe's chain, so that answer is matched
+against them too); a probe that sent a payload once it has been connected ``CUT_GRACE``
+and a later probe has hard-matched (so the port has an answer whatever this one would have
+said). A later answer that names nothing does not cut a probe: on a loaded machine a
+server may simply handshake or answer this probe's connection last (issue 13: 443 came
+out ``ssl`` without ``http`` when a 400 to RedisInfo cut GetRequest inside TLS).
 
-Matching runs on the event loop: the indexed matcher costs well under a millisecond per
-response (docs/benchmarks.md), and checks during reading are spaced ``CHECK_INTERVAL``
-apart, so a trickling server cannot make it run once per byte.
+Matching runs on the event loop: the indexed matcher costs about 0.3 ms per response, and
+checks during reading are spaced ``CHECK_INTERVAL`` apart, so a trickling server cannot
+make it run once per byte. A process pool was measured against it and pays only past
+~1,500 responses; threads cannot help (pure-Python ``re`` holds the GIL): see
+docs/benchmarks.md, "Off the event loop, in a process pool?".
 """
 
 from __future__ import annotations
@@ -28,22 +36,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from portscout.ports import service_names
-from portscout.results import IPAddress, Report, Result, Service, State
-from portscout.services.builtin import SOURCE as BUILTIN
-from portscout.services.builtin import builtin_database
-from portscout.services.match import MAX_MATCH_BYTES
-from portscout.services.probes import (
-    ProbeDatabase,
-    ServiceProbe,
-    find_probe_file,
-    load_probe_file,
-)
+from portscout.results import IPAddress, Service
+from portscout.services.match import MAX_MATCH_BYTES, Analyses
+from portscout.services.probes import ProbeDatabase, ServiceProbe
 from portscout.services.session import INTENSITY_DEFAULT, PortSession, Signatures, Step
 from portscout.services.x509 import parse_certificate
 
@@ -53,6 +52,7 @@ CHECK_INTERVAL = 0.05  # seconds between match attempts while a response trickle
 READ_CHUNK = 4096
 ALPN_OFFERED = ("h2", "http/1.1")
 LOOKAHEAD = 8  # probes a port may run ahead of the one whose outcome is awaited
+CUT_GRACE = 0.2  # seconds a probe that sent a payload is waited for before it may be cut
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +81,7 @@ class Exchange:
     failed: bool = False  # no connection (refused, timed out): the probe said nothing
     hard: bool = False  # a hard match arrived before the wait ended
     elapsed_ms: float = 0.0
+    sent_at: float | None = None  # loop time the connection was up and the payload sent
 
 
 @dataclass(slots=True)
@@ -105,29 +106,14 @@ def _client_context(alpn: Iterable[str] = ()) -> ssl.SSLContext:
 class ServiceDetector:
     """Detects services on open ports with one probe database (compiled lazily, once)."""
 
-    def __init__(self, database: ProbeDatabase, options: DetectOptions | None = None) -> None:
-        self.signatures = Signatures(database)
+    def __init__(
+        self,
+        database: ProbeDatabase,
+        options: DetectOptions | None = None,
+        analyses: Analyses | None = None,
+    ) -> None:
+        self.signatures = Signatures(database, analyses)
         self.options = options or DetectOptions()
-
-    async def detect_many(
-        self, targets: Iterable[tuple[IPAddress, int]]
-    ) -> AsyncIterator[tuple[IPAddress, int, Service | None]]:
-        """Detect every (host, port), ``concurrency`` at a time; yield as each ends."""
-        gate = asyncio.Semaphore(self.options.concurrency)
-        queue: asyncio.Queue[tuple[IPAddress, int, Service | None]] = asyncio.Queue()
-
-        async def one(host: IPAddress, port: int) -> None:
-            async with gate:
-                await queue.put((host, port, await self.detect(host, port)))
-
-        tasks = [asyncio.create_task(one(host, port)) for host, port in targets]
-        try:
-            for _ in tasks:
-                yield await queue.get()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def detect(self, host: IPAddress, port: int) -> Service | None:
         """The service on ``host:port``, or None when nothing matched within the budget."""
@@ -155,7 +141,7 @@ class ServiceDetector:
                     self._launch(host, port, current, session, tls, flight)
 
                 refill()
-                exchange = await _awaited(flight[probe.name], flight, refill)
+                exchange = await _awaited(flight[probe.name], flight, refill, probe.is_null)
                 del flight[probe.name]
                 outcome = session.finish(
                     probe, bytes(exchange.data), closed=exchange.closed,
@@ -213,6 +199,7 @@ class ServiceDetector:
         try:
             if probe.payload:
                 writer.write(probe.payload)
+            exchange.sent_at = loop.time()
             wait = min(probe.totalwaitms / 1000, self.options.max_wait)
             await self._read(reader, probe, session, exchange, started + wait)
         finally:
@@ -296,32 +283,38 @@ class _InFlight:
 
 
 async def _awaited(
-    current: _InFlight, flight: dict[str, _InFlight], refill: Callable[[], None]
+    current: _InFlight, flight: dict[str, _InFlight], refill: Callable[[], None], banner: bool
 ) -> Exchange:
-    """The current probe's exchange when it ends, or cut short (nothing received) once a
-    later probe has been answered: the server speaks when spoken to, and this probe's
-    silence will not match. ``refill`` starts later probes as earlier ones end."""
+    """The current probe's exchange when it ends, or cut short when ``_may_cut`` says its
+    silence cannot change the port's answer. ``refill`` starts later probes as earlier ones
+    end; ``banner``: the current probe is the NULL probe."""
+    loop = asyncio.get_running_loop()
     while not current.task.done():
         refill()
         others = [f for f in flight.values() if f is not current]
-        if not current.exchange.data and any(f.exchange.data for f in others):
+        if _may_cut(current.exchange, [f.exchange for f in others], banner, loop.time()):
             current.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await current.task
             return current.exchange
         pending = {f.task for f in others if not f.task.done()}
-        if not pending:
-            await current.task
-            break
-        await _first_data(current, pending)
+        # Woken when a probe ends, else every tick: data arriving ends no task, and a
+        # grace may run out while nothing ends.
+        await asyncio.wait({current.task, *pending}, timeout=CHECK_INTERVAL,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
     return current.task.result()
 
 
-async def _first_data(current: _InFlight, pending: set[asyncio.Task[Exchange]]) -> None:
-    """Wait until the current probe ends or another ends, or for a short tick while the
-    others are still reading (data arriving does not end a task)."""
-    await asyncio.wait({current.task, *pending}, timeout=CHECK_INTERVAL,
-                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+def _may_cut(current: Exchange, later: list[Exchange], banner: bool, now: float) -> bool:
+    """Whether a probe that has heard nothing may be given up (see the module docstring):
+    the NULL probe once a later probe heard anything; another probe once it has been
+    connected ``CUT_GRACE`` and a later probe hard-matched."""
+    if current.data:
+        return False
+    if banner:
+        return any(e.data for e in later)
+    sent = current.sent_at
+    return sent is not None and now - sent >= CUT_GRACE and any(e.hard for e in later)
 
 
 async def _drop(flight: dict[str, _InFlight]) -> None:
@@ -342,52 +335,3 @@ def _with_tls(service: Service, tls: _Tls) -> Service:
         except ValueError as exc:
             log.debug("unreadable certificate: %s", exc)
     return dataclasses.replace(service, certificate=certificate, alpn=tls.alpn)
-
-
-class ServiceStage:
-    """-sV after the port scan: the database chosen once, the open ports detected, each
-    result handed out again with its ``Service`` (``Report.services`` filled)."""
-
-    def __init__(self, database: ProbeDatabase, options: DetectOptions) -> None:
-        self.detector = ServiceDetector(database, options)
-        self.database_source = database.source
-
-    @classmethod
-    def create(
-        cls, probes_path: str | None, *, intensity: int, environ: Mapping[str, str] = os.environ
-    ) -> ServiceStage:
-        """nmap's file (``probes_path``, ``$NMAPDIR``, system dirs), else the built-in set
-        (also when ``probes_path`` is ``built-in``). A given file that is missing or
-        malformed: ``ProbeFileError`` (a usage error)."""
-        path = None if probes_path == BUILTIN else find_probe_file(environ, probes_path)
-        database = load_probe_file(path) if path is not None else builtin_database()
-        log.info("service detection: signatures from %s", database.source)
-        if log.isEnabledFor(logging.DEBUG):  # compiles every pattern: only when asked
-            failed = database.failed_patterns()
-            log.debug("%d patterns do not compile with Python's re", len(failed))
-            for match, error in failed:
-                log.debug("line %d (%s): %s", match.line, match.service, error)
-        return cls(database, DetectOptions(intensity=intensity))
-
-    async def run(
-        self, held: dict[tuple[IPAddress, int], Result], report: Report
-    ) -> AsyncIterator[list[Result]]:
-        """Detect every held open port; yield each result with its service as it ends.
-        A port nothing matched gets its table name (``method="table"``, confidence 3)."""
-        names = service_names()
-        try:
-            async for host, port, found in self.detector.detect_many(list(held)):
-                service = found or Service(
-                    name=names.get(port, "unknown"), method="table", confidence=3,
-                    database=self.database_source,
-                )  # fmt: skip
-                report.services[(host, port)] = service
-                yield [held.pop((host, port))._replace(service=service)]
-        finally:
-            services = report.services
-            report.results = [
-                r._replace(service=services[(r.host, r.port)])
-                if r.state is State.OPEN and (r.host, r.port) in services
-                else r
-                for r in report.results
-            ]

@@ -10,6 +10,9 @@ connections live in ``engines/service.py``.
   templates, and an index that skips patterns that cannot match.
 - ``session``: one port's detection as a state machine: which probe next, what a
   response means (hard match, softmatch, tcpwrapped, TLS underneath).
+- ``cache``: nmap's file prepared once (parsed, each line's first byte, the patterns that
+  do not compile) and kept under ``$XDG_CACHE_HOME/portscout``: the one module here that
+  writes files.
 - ``builtin``: our own small database, written from the protocols' specifications, for
   hosts without nmap.
 - ``x509``: the few certificate fields a report shows, read from DER.

@@ -20,7 +20,7 @@ is the plain loop's, always: ``tests/services/test_match.py`` checks both on the
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from portscout.results import Service
@@ -232,8 +232,9 @@ class Analyses:
     first byte of every line a matcher holds (cheap), the full ``analyse`` only for lines
     a response's first byte leaves as candidates (most of the file never needs it)."""
 
-    def __init__(self) -> None:
-        self._first: dict[Match, frozenset[int] | None] = {}
+    def __init__(self, first: Mapping[Match, frozenset[int] | None] | None = None) -> None:
+        """``first``: lines' first bytes found earlier (``services.cache``)."""
+        self._first: dict[Match, frozenset[int] | None] = dict(first or {})
         self.known: dict[Match, PatternFacts] = {}
 
     def first(self, match: Match) -> frozenset[int] | None:

@@ -86,7 +86,9 @@ class Match:
         soft: bool = False,
         template: VersionTemplate | None = None,
         line: int = 0,
+        error: str | None = None,
     ) -> None:
+        """``error``: the pattern is already known not to compile (``services.cache``)."""
         self.service = service
         self.pattern = pattern
         self.flags = flags
@@ -94,7 +96,7 @@ class Match:
         self.template = template if template is not None else VersionTemplate()
         self.line = line
         self._regex: re.Pattern[bytes] | None = None
-        self._error: str | None = None
+        self._error = error
 
     @property
     def regex(self) -> re.Pattern[bytes] | None:
@@ -110,6 +112,11 @@ class Match:
     def error(self) -> str | None:
         """Why the pattern did not compile (compiles it first), else None."""
         _ = self.regex
+        return self._error
+
+    @property
+    def known_error(self) -> str | None:
+        """Why the pattern did not compile, if that is known already (never compiles)."""
         return self._error
 
     def __repr__(self) -> str:

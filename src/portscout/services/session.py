@@ -44,10 +44,10 @@ class Signatures:
     probe's, in that order; it compiles only those patterns, once.
     """
 
-    def __init__(self, database: ProbeDatabase) -> None:
+    def __init__(self, database: ProbeDatabase, analyses: Analyses | None = None) -> None:
         self.database = database
         self._matchers: dict[tuple[str, str], Matcher] = {}
-        self._analyses = Analyses()
+        self._analyses = analyses if analyses is not None else Analyses()
 
     def matcher(self, probe: ServiceProbe) -> Matcher:
         key = (probe.protocol, probe.name)
