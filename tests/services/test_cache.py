@@ -134,3 +134,19 @@ def test_no_directory_means_no_cache(small: Path) -> None:
 def test_cache_dir_follows_xdg() -> None:
     assert cache.cache_dir({"XDG_CACHE_HOME": "/x"}) == Path("/x/portscout")
     assert cache.cache_dir({"HOME": "/home/u"}) == Path("/home/u/.cache/portscout")
+
+
+def test_two_versions_sharing_a_cache_stay_warm(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two checkouts (or versions) of portscout with one cache directory: each keeps its
+    own file, so neither makes the other's start cold."""
+    for version in ("1.0", "2.0"):
+        monkeypatch.setattr(cache, "__version__", version)
+        prepare(small, tmp_path)
+    parses = parsed_again(monkeypatch)
+    for version in ("1.0", "2.0"):
+        monkeypatch.setattr(cache, "__version__", version)
+        prepare(small, tmp_path)
+    assert parses == []
+    assert len(list(tmp_path.glob("service-probes-*.marshal"))) == 2

@@ -82,7 +82,7 @@ def prepare(path: Path, directory: Path | None) -> Prepared:
     file, else parsed (``ProbeFileError`` when unreadable or malformed) and then stored.
     ``directory`` None: no cache."""
     key = _key(path)
-    where = _cache_file(directory, path) if directory is not None and key else None
+    where = _cache_file(directory, key) if directory is not None and key else None
     if where is not None:
         cached = _read(where, key, str(path))
         if cached is not None:
@@ -100,7 +100,7 @@ def record_failures(path: Path, directory: Path | None, prepared: Prepared) -> P
     key = _key(path)
     done = Prepared(prepared.database, prepared.first, failures_known=True)
     if directory is not None and key:
-        _write(_cache_file(directory, path), key, done)
+        _write(_cache_file(directory, key), key, done)
     return done
 
 
@@ -116,8 +116,11 @@ def _key(path: Path) -> _Key:
             info.st_mtime_ns, stamps)  # fmt: skip
 
 
-def _cache_file(directory: Path, path: Path) -> Path:
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+def _cache_file(directory: Path, key: _Key) -> Path:
+    """Named by the whole key, not the probe file's path alone: two checkouts (or versions)
+    sharing one cache directory would otherwise overwrite each other's file in turn and
+    every run of both would be cold."""
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
     return directory / f"service-probes-{digest}.marshal"
 
 
