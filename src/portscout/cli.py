@@ -34,7 +34,7 @@ from portscout.output.session import OutputOptions, Outputs, file_outputs
 from portscout.plan import HostGroup
 from portscout.ports import service_names
 from portscout.recorder import Recorder
-from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State, printable
+from portscout.results import IPAddress, Report, Result, ScanMeta, State, printable
 from portscout.scanner import (
     DEFAULT_HOSTGROUP,
     Scan,
@@ -505,12 +505,19 @@ def _dask_batches(
 
 def connect_outputs(scan: Scan, outputs: Outputs) -> None:
     """Tell ``outputs`` the targets in order, and when each host group is done (its hosts
-    are then written, with what discovery found)."""
-    report = scan.report
-    outputs.plan(scan.targets, discovery=scan.config.discovery or scan.config.ping_only)
+    are then written, with what discovery found, and the report forgets them: it keeps
+    counts, so that a /8's report holds its groups in flight, not every host up)."""
+    report, targets = scan.report, scan.targets
+    outputs.plan(targets, discovery=scan.config.discovery or scan.config.ping_only)
 
     def group_done(group: HostGroup) -> None:
         outputs.group_done(group.stop, report.hosts_up or {}, report.latency)
+        if group.stop >= targets.size:
+            report.release(lambda address: True)
+            return
+        end = targets[group.stop]
+        end_key = (end.version, int(end))
+        report.release(lambda address: (address.version, int(address)) < end_key)
 
     scan.on_group_done = group_done
 
@@ -633,7 +640,6 @@ def run_merge(argv: Sequence[str]) -> int:
         ports=ports, started=time.time(), version=__version__, key=0,
     )  # fmt: skip
     report = Report(engine="merged", key=0, started=meta.started, hosts_up={})
-    up: dict[IPAddress, Reason] = {}
     dropped = 0
     opened = open_writers(args)
     try:
@@ -644,15 +650,16 @@ def run_merge(argv: Sequence[str]) -> int:
             for host, duplicates in merge_parts([_read_part(f, files) for f in args.files]):
                 dropped += duplicates
                 seen.append(host.address)
-                if host.up:
-                    up[host.address] = host.reason
-                if host.latency is not None:
-                    report.latency[host.address] = host.latency
+                # Each host is written as it comes: the report keeps counts only.
+                up = {host.address: host.reason} if host.up else {}
+                latency = {} if host.latency is None else {host.address: host.latency}
                 for result in host.results:
                     report.add(result)
                 opened.outputs.add(host.results)
-                opened.outputs.group_done(seen.size, up, report.latency)
-            report.hosts_up, report.hosts_total, report.finished = up, seen.size, time.time()
+                opened.outputs.group_done(seen.size, up, latency)
+                report.results.clear()
+                report.released_up += len(up)
+            report.hosts_total, report.finished = seen.size, time.time()
             opened.finish(report)
     except BaseException:
         opened.discard()

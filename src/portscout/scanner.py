@@ -303,7 +303,7 @@ class Scan:
         # share of hosts up so far.
         self._planned += plan.size
         rest = self.targets.size - group.stop
-        expected = round(rest * len(report.hosts_up or ()) / group.stop) * len(self.ports)
+        expected = round(rest * report.up_count / group.stop) * len(self.ports)
         report.probes_planned = self._planned + expected - len(self.config.done)
         if self.config.ping_only:
             report.probes_planned = 0
