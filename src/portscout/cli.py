@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -34,7 +34,7 @@ from portscout.output.session import OutputOptions, Outputs, file_outputs
 from portscout.plan import HostGroup
 from portscout.ports import service_names
 from portscout.recorder import Recorder
-from portscout.results import IPAddress, Report, Result, ScanMeta, State, printable
+from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State, printable
 from portscout.scanner import (
     DEFAULT_HOSTGROUP,
     Scan,
@@ -44,11 +44,12 @@ from portscout.scanner import (
     stop_signals_raise,
     system_resolver,
 )
-from portscout.store import ScanStatus, Store, StoredScan, default_path
+from portscout.store import ScanStatus, Store, StoredScan, UnitRow, default_path
 from portscout.targets import Resolver, read_target_file
 from portscout.timing import TimingPolicy, parse_duration, parse_template
 
 if TYPE_CHECKING:
+    from portscout.distributed import DaskRun
     from portscout.output.merge import PartHost
 
 log = logging.getLogger("portscout")
@@ -416,8 +417,15 @@ def _recorder(
     """The scan's recorder (a resume's scan is already claimed); the reason, if the
     history could not begin it: the scan runs anyway."""
     if resume is not None:
+        report = scan.report
+        if scan.config.discovery or scan.config.ping_only:
+            # A host with results was up; where discovery does not ping it again (a
+            # Dask unit done), its results must not go out as a down host's.
+            report.hosts_up = report.hosts_up or {}
         for result in prior:
-            scan.report.add(result)
+            report.add(result)
+            if report.hosts_up is not None:
+                report.hosts_up.setdefault(result.host, _answer_reason(result))
         scan.report.started = resume.meta.started  # probes: this run's, as planned
     if store is None:
         return None
@@ -429,6 +437,12 @@ def _recorder(
         log.warning("%s; the scan goes on without recording", exc)
         return str(exc)
     return Recorder(store, scan_id)
+
+
+def _answer_reason(result: Result) -> Reason:
+    """Why a host with ``result`` from an earlier run is up: its port's answer."""
+    answered = (Reason.SYN_ACK, Reason.RESET, Reason.CONN_REFUSED, Reason.LOCALHOST_RESPONSE)
+    return result.reason if result.reason in answered else Reason.USER_SET
 
 
 def _long_duration(seconds: float) -> str:
@@ -465,7 +479,8 @@ def run_scan(
              f" about {_long_duration(estimate)}; Ctrl-C stops it, 'resume' goes on")  # fmt: skip
     monitors = _monitors(args)
     cluster = contextlib.ExitStack()  # --dask: the client (and a local cluster), closed last
-    source = _dask_batches(scan, args.dask, cluster) if args.dask is not None else None
+    finished = store.units(resume.id) if store is not None and resume is not None else ()
+    dask = _dask_run(scan, args.dask, cluster, finished) if args.dask is not None else None
     opened = open_writers(args, live=any(isinstance(m, LiveProgress) for m in monitors))
     try:
         with cluster, deferred_signals() as late:
@@ -474,6 +489,9 @@ def run_scan(
             opened.outputs.add(prior)
             connect_outputs(scan, opened.outputs)
             active = recorder if isinstance(recorder, Recorder) else None
+            source = None if dask is None else dask.batches()
+            if dask is not None and active is not None:
+                dask.on_unit_done = lambda u: active.add_unit((u.start, u.stop, u.index, u.count))
             code, status = _drive_scan(scan, opened, active, monitors, late, source)
             opened.finish(scan.report)
             _epilogue(args, active, code, status)
@@ -484,11 +502,12 @@ def run_scan(
     return _exit_code(code, late, opened.faults, failure)
 
 
-def _dask_batches(
-    scan: Scan, address: str, files: contextlib.ExitStack
-) -> Generator[list[Result], None, None]:
-    """``--dask``: the scan's batches from the cluster (closed with ``files``)."""
-    from portscout.distributed import INSTALL_HINT, DaskRun, connect
+def _dask_run(
+    scan: Scan, address: str, files: contextlib.ExitStack, finished: Iterable[UnitRow]
+) -> DaskRun:
+    """``--dask``: the scan's run on the cluster (closed with ``files``); ``finished``:
+    the units a resumed scan's history records done."""
+    from portscout.distributed import INSTALL_HINT, DaskRun, Unit, connect
 
     try:
         import distributed  # noqa: F401  # configures its loggers: quieted below
@@ -500,7 +519,7 @@ def _dask_batches(
     quiet = logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL
     logging.getLogger("distributed").setLevel(quiet)
     client = files.enter_context(connect(address))
-    return DaskRun(scan, client).batches()
+    return DaskRun(scan, client, finished=[Unit(*row) for row in finished])
 
 
 def connect_outputs(scan: Scan, outputs: Outputs) -> None:

@@ -37,7 +37,7 @@ import logging
 import statistics
 import time
 from array import array
-from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -227,6 +227,7 @@ class DaskRun:
         *,
         parts: int | None = None,
         task: Callable[[Job, Unit], UnitResult] = run_unit,
+        finished: Collection[Unit] = (),
     ) -> None:
         self.scan = scan
         self.client = client
@@ -234,6 +235,15 @@ class DaskRun:
         self.threads = worker_threads(client)
         self.span, self.parts = unit_shape(scan, self.threads)
         self.parts = parts or self.parts
+        # Units an earlier run finished (the history's): not run again. The run takes
+        # their shape, whatever the cluster now has, so that its units are the same.
+        self.finished = frozenset(finished)
+        if self.finished:
+            self.parts = next(iter(self.finished)).count
+            widest = max(u.stop - u.start for u in self.finished)
+            self.span = max(1, -(-widest // scan.config.hostgroup))
+        # Told of each unit whose results were just handed out (the history records it).
+        self.on_unit_done: Callable[[Unit], None] | None = None
         config = scan.config
         policy = per_process(scan.policy, self.threads)
         self.job = Job(
@@ -269,7 +279,11 @@ class DaskRun:
     def _left(self, unit: Unit) -> bool:
         """Whether ``unit`` has a probe not answered in an earlier run (``config.done``).
 
-        Probes of hosts found down were never answered: their units run again."""
+        Probes of hosts found down were never answered: their units run again, unless
+        the history recorded the unit done (``finished``)."""
+        if unit in self.finished:
+            self.skipped += 1
+            return False
         done = self.scan.config.done
         if not done or any(probe not in done for probe in self._probes(unit)):
             return True
@@ -331,6 +345,8 @@ class DaskRun:
 
     def _submit(self, group: HostGroup, unit: Unit) -> Future[UnitResult]:
         self.submitted += 1
+        log.debug("unit %d-%d part %d/%d submitted", unit.start, unit.stop, unit.index,
+                  unit.count)  # fmt: skip
         return self.client.submit(self.task, self._job_for(unit), unit, pure=False)
 
     def _take(self, future: Future[UnitResult], pending: _Pending) -> list[Result]:
@@ -366,6 +382,8 @@ class DaskRun:
             self.scan.defer_closed(outcome.closed)
         self._estimate(entry.unit, outcome.probes_planned)
         pending.unit_done(entry)
+        if self.on_unit_done is not None:
+            self.on_unit_done(entry.unit)
         return results
 
     def _estimate(self, unit: Unit, planned: int) -> None:
