@@ -425,7 +425,7 @@ def _recorder(
         for result in prior:
             report.add(result)
             if report.hosts_up is not None:
-                report.hosts_up.setdefault(result.host, _answer_reason(result))
+                report.hosts_up.setdefault(result.host, answer_reason(result))
         scan.report.started = resume.meta.started  # probes: this run's, as planned
     if store is None:
         return None
@@ -439,7 +439,7 @@ def _recorder(
     return Recorder(store, scan_id)
 
 
-def _answer_reason(result: Result) -> Reason:
+def answer_reason(result: Result) -> Reason:
     """Why a host with ``result`` from an earlier run is up: its port's answer."""
     answered = (Reason.SYN_ACK, Reason.RESET, Reason.CONN_REFUSED, Reason.LOCALHOST_RESPONSE)
     return result.reason if result.reason in answered else Reason.USER_SET
@@ -649,14 +649,33 @@ def run_merge(argv: Sequence[str]) -> int:
     add_output_options(p)
     args = p.parse_args(argv)
     setup_logging(args.debug)
-    from portscout.output.merge import SeenHosts, merge_parts, survey  # merge's own
-
     if not output_options(args).files:
         args.json_out, args.no_fold = "-", True
-    ports, scan_type = survey(_read_part(path, None) for path in args.files)
+    return write_joined(
+        args,
+        ("portscout", "merge", *argv),
+        lambda files: (_read_part(f, files) for f in args.files),
+    )
+
+
+def write_joined(
+    args: argparse.Namespace,
+    command: Sequence[str],
+    parts: Callable[[contextlib.ExitStack | None], Iterable[Iterator[PartHost]]],
+    meta_ports: tuple[int, ...] | None = None,
+    scan_type: str | None = None,
+) -> int:
+    """The hosts of ``parts`` (each part's hosts in address order; ``parts(files)`` opens
+    them anew, closed by ``files``) merged into one scan through the outputs of ``args``:
+    each port once, a host up where any part found it up (``merge``, ``show --from``).
+    The ports and scan type are the parts' own unless given."""
+    from portscout.output.merge import SeenHosts, merge_parts, survey  # merge's own
+
+    if meta_ports is None or scan_type is None:
+        meta_ports, scan_type = survey(parts(None))
     meta = ScanMeta(
-        args=("portscout", "merge", *argv), scan_type=scan_type, engine="merged",
-        ports=ports, started=time.time(), version=__version__, key=0,
+        args=tuple(command), scan_type=scan_type, engine="merged", ports=meta_ports,
+        started=time.time(), version=__version__, key=0,
     )  # fmt: skip
     report = Report(engine="merged", key=0, started=meta.started, hosts_up={})
     dropped = 0
@@ -666,7 +685,7 @@ def run_merge(argv: Sequence[str]) -> int:
             opened.outputs.start(meta)
             seen = SeenHosts()
             opened.outputs.plan(seen, discovery=True)
-            for host, duplicates in merge_parts([_read_part(f, files) for f in args.files]):
+            for host, duplicates in merge_parts(list(parts(files))):
                 dropped += duplicates
                 seen.append(host.address)
                 # Each host is written as it comes: the report keeps counts only.
@@ -684,7 +703,7 @@ def run_merge(argv: Sequence[str]) -> int:
         opened.discard()
         raise
     if dropped:
-        _say(f"portscout: merge: {dropped} duplicate port line(s) kept once")
+        _say(f"portscout: {command[1]}: {dropped} duplicate port line(s) kept once")
     return _exit_code(EXIT_OK, (), opened.faults, None)
 
 
