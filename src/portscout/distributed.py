@@ -9,15 +9,18 @@ the network is a few integers and the scan's options (``Job``) in, the unit's re
 On the worker, ``run_unit`` is a plain function: Dask runs it in a worker thread, and it
 runs the scan's own event loop there (``asyncio.Runner``), never on Dask's loop.
 
-The client keeps at most two units per worker thread submitted, hands results to the
-outputs as units finish (``as_completed``), and calls ``Scan.on_group_done`` once every
-part of a group and of the groups before it is in, so outputs stay in address order and
-the client holds a few groups, never the scan. Delivery is at-least-once: a worker that
-dies mid-unit has its unit run again by Dask (nothing of a unit arrives before it ends),
-and a unit that runs far longer than its peers (a straggler) is submitted a second time,
-the first copy to finish winning. Results are de-duplicated by unit: a unit's results are
-taken once, whichever copy brings them, and units are disjoint in (host, port), so no
-port is counted twice (a set of every port seen would grow with the scan).
+The client keeps at most two units per worker thread running or queued, learns of units
+finished as they finish (``as_completed``), fetches their results in group order (a unit
+finished ahead of its turn leaves them on its worker until its group is next), and calls
+``Scan.on_group_done`` once every part of a group is in, so outputs stay in address order
+and the client holds the results of one group's units, never the scan's (a Ctrl-C loses
+the units finished ahead of their turn: a resume runs them again). Delivery is
+at-least-once: a worker that dies mid-unit has its unit run again by Dask (nothing of a
+unit arrives before it ends), and a unit that runs far longer than its peers (a
+straggler) is submitted a second time, the first copy to finish winning. Results are
+de-duplicated by unit: a unit's results are taken once, whichever copy brings them, and
+units are disjoint in (host, port), so no port is counted twice (a set of every port
+seen would grow with the scan).
 
 Rates: each of the cluster's worker threads gets ``1/threads`` of ``--max-rate`` and of
 the parallelism (``per_process``), so the whole scan keeps the rate asked for. Per-host
@@ -281,6 +284,7 @@ class DaskRun:
         self.latencies: list[float] = []  # client seconds from submit to result, each unit
         self.covered = 0  # probes (of every target) in the units finished
         self.planned_in = 0  # probes those units planned (hosts up)
+        self._arrived: list[Future[UnitResult]] = []  # finished, results not fetched yet
 
     def units(self) -> Iterator[tuple[HostGroup, list[Unit]]]:
         """Each span of host groups with its units, those with probes left only."""
@@ -348,20 +352,42 @@ class DaskRun:
                 if pending.empty():
                     return
                 ready = finished.next_batch(block=False)
-                if not ready:
+                for future in ready:
+                    pending.arrive(future)
+                    self._arrived.append(future)
+                taken = False
+                for batch in self._take_in_order(pending):
+                    taken = True
+                    yield batch
+                if not taken:
                     self._restart_stragglers(pending, finished)
                     time.sleep(TICK_SECONDS)
                     yield []
-                    continue
-                for future in ready:
-                    yield self._take(future, pending)
-                    pending.flush()  # after the outputs have the group's last results
         except (KeyboardInterrupt, asyncio.CancelledError):
             report.interrupted = True
             raise
         finally:
             pending.cancel_all(self.client)
             report.finished = time.time()
+
+    def _take_in_order(self, pending: _Pending) -> Generator[list[Result], None, None]:
+        """The results of the units finished of the first group not yet written, then
+        (that group written) of the next, and so on.
+
+        A unit finished ahead of its turn leaves its results on its worker until then:
+        fetched early they would wait in the client's outputs for the groups before them
+        (with 2 units a worker thread in flight, a quarter of a /8's hosts up: 100 MB),
+        where now the client holds the units of one group at a time."""
+        while True:
+            head = pending.head()
+            take = [f for f in self._arrived if pending.start_of(f) in (None, head)]
+            if not take:
+                return
+            keys = {f.key for f in take}
+            self._arrived = [f for f in self._arrived if f.key not in keys]
+            for future in take:
+                yield self._take(future, pending)
+            pending.flush()  # after the outputs have the group's last results
 
     def _submit(self, group: HostGroup, unit: Unit) -> Future[UnitResult]:
         self.submitted += 1
@@ -432,6 +458,7 @@ class _Entry:
     unit: Unit
     since: float
     futures: list[Future[UnitResult]]
+    arrived: bool = False  # a copy finished (its results may wait on the worker)
 
 
 class _Pending:
@@ -441,7 +468,7 @@ class _Pending:
         self.scan = scan
         self.window = window
         self.by_future: dict[Hashable, _Entry] = {}
-        self.open = 0  # units submitted, not in yet
+        self.open = 0  # units submitted, not finished yet
         self.groups: list[tuple[HostGroup, int]] = []  # (group, units not in), in order
         self.exhausted = False
         self.entries: list[_Entry] = []
@@ -485,8 +512,26 @@ class _Pending:
                 client.cancel(other)
         return entry
 
+    def arrive(self, future: Future[UnitResult]) -> None:
+        """A copy of a unit finished: room for another unit in the window."""
+        entry = self.by_future.get(future.key)
+        if entry is not None and not entry.arrived:
+            entry.arrived = True
+            self.open -= 1
+
+    def head(self) -> int | None:
+        """Where the first group not yet written starts (None: none is left)."""
+        return self.groups[0][0].start if self.groups else None
+
+    def start_of(self, future: Future[UnitResult]) -> int | None:
+        """Where the group of ``future``'s unit starts; None for a copy already in."""
+        entry = self.by_future.get(future.key)
+        return None if entry is None else entry.group.start
+
     def unit_done(self, entry: _Entry) -> None:
-        self.open -= 1
+        if not entry.arrived:
+            entry.arrived = True
+            self.open -= 1
         self.entries.remove(entry)
         for i, (group, left) in enumerate(self.groups):
             if group.start == entry.group.start:
@@ -502,7 +547,9 @@ class _Pending:
     def overdue(self, limit: float) -> list[tuple[HostGroup, Unit]]:
         now = time.monotonic()
         return [
-            (e.group, e.unit) for e in self.entries if len(e.futures) == 1 and now - e.since > limit
+            (e.group, e.unit)
+            for e in self.entries
+            if len(e.futures) == 1 and not e.arrived and now - e.since > limit
         ]
 
     def again(self, unit: Unit, future: Future[UnitResult]) -> Future[UnitResult]:
