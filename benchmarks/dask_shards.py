@@ -42,7 +42,7 @@ from harness import compile_package
 
 from lab import Scenario, json_lines, json_states, scanned, wrong_states
 from portscout.cli import connect_outputs
-from portscout.distributed import DaskRun, Job, Unit, UnitResult, connect
+from portscout.distributed import DaskRun, Job, Unit, UnitResult, connect, local_cluster
 from portscout.lab import Lab
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.lab.scenarios import COMMON_PORTS, sparse_network
@@ -282,14 +282,10 @@ def _cpu_seconds(pid: int) -> float:
 @contextlib.contextmanager
 def connect_sim(address: str | None) -> Any:  # (distributed's Client, LocalCluster untyped)
     """(client, the scheduler's CPU seconds so far): 4 worker processes of 16 threads."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if address is None:
-        with (
-            LocalCluster(n_workers=4, threads_per_worker=16, processes=True, host="127.0.0.1",
-                         dashboard_address=None) as cluster,
-            Client(cluster) as client,
-        ):  # fmt: skip
+        with local_cluster(4, 16) as client:  # as --dask local:N makes it
             yield client, lambda: 0.0
         return
     dask = str(Path(sys.executable).parent / "dask")

@@ -157,7 +157,7 @@ def connect(address: str) -> Iterator[Client]:
     processes for ``local:N``; closed (the cluster too) on exit. UsageError (exit 2)
     without Dask or for a bad ``local:N``."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError as exc:
         raise UsageError(INSTALL_HINT) from exc
     if not address.startswith("local:"):
@@ -171,10 +171,33 @@ def connect(address: str) -> Iterator[Client]:
     count = address.removeprefix("local:")
     if not count.isdigit() or int(count) < 1:
         raise OptionError(f"invalid --dask '{address}': want ADDRESS or local:N, N >= 1")
+    with local_cluster(int(count), 1) as client:
+        yield client
+
+
+# A LocalCluster's scheduler and nannies run in the client's process: what they do while
+# nothing happens is the scan's cost (docs/benchmarks.md). Work stealing moves queued
+# tasks between workers every 100 ms: units are alike and stragglers are the client's
+# (resubmitted), so it only costs; the system monitor samples every 0.5 s by default.
+LOCAL_CONFIG = {
+    "distributed.scheduler.work-stealing": False,
+    "distributed.admin.system-monitor.interval": "2s",
+}
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int, threads: int) -> Iterator[Client]:
+    """A client of a LocalCluster of ``workers`` processes of ``threads`` threads, on
+    127.0.0.1 (``--dask local:N``; the benchmark's simulation); its workers killed and
+    the cluster closed on exit."""
+    import dask
+    from distributed import Client, LocalCluster
+
     with (
+        dask.config.set(LOCAL_CONFIG),
         LocalCluster(
-            n_workers=int(count),
-            threads_per_worker=1,
+            n_workers=workers,
+            threads_per_worker=threads,
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
