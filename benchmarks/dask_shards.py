@@ -7,7 +7,7 @@ The script enters a fresh private network namespace first and checks no route le
 
 * **lab**: scenario (b) of ``benchmarks/lab.py`` (198.18.1.0/24, 30% up, nmap's 100 common
   ports, 40 ms, RST limit 50/s per host), scanned by ``portscout`` in one process
-  (``--processes 1``), with ``--dask local:2``, and as ``--shard 1/2`` and ``--shard 2/2``
+  (``--processes 1``) and in four, with ``--dask local:2``, and as ``--shard 1/2`` and ``--shard 2/2``
   run side by side (as two machines would) then ``portscout merge``. Wall time, probes
   sent and probes/s, open ports found, ports in a wrong state; then, in this process, Dask's
   overhead per unit: from submitting a unit to having its results, less the unit's own time.
@@ -87,6 +87,8 @@ def lab_rows(work: Path) -> list[str]:
         address = "tcp://127.0.0.1:8786"
         runs = {
             "one process": [portscout("--processes", "1", "-oJ", str(work / "one.jsonl"))],
+            # 4 scanners on each RST-limited host, as the two --shard parts below make
+            "four processes": [portscout("--processes", "4", "-oJ", str(work / "four.jsonl"))],
             "--dask local:2": [portscout("--dask", "local:2", "-oJ", str(work / "dask.jsonl"))],
             "--dask (running, warm)": [
                 portscout("--dask", address, "-oJ", str(work / "running.jsonl"))
