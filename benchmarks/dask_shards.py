@@ -7,10 +7,11 @@ The script enters a fresh private network namespace first and checks no route le
 
 * **lab**: scenario (b) of ``benchmarks/lab.py`` (198.18.1.0/24, 30% up, nmap's 100 common
   ports, 40 ms, RST limit 50/s per host), scanned by ``portscout`` in one process
-  (``--processes 1``) and in four, with ``--dask local:2``, and as ``--shard 1/2`` and ``--shard 2/2``
-  run side by side (as two machines would) then ``portscout merge``. Wall time, probes
-  sent and probes/s, open ports found, ports in a wrong state; then, in this process, Dask's
-  overhead per unit: from submitting a unit to having its results, less the unit's own time.
+  (``--processes 1``) and in four, with ``--dask local:2``, and as ``--shard 1/2`` and
+  ``--shard 2/2`` run side by side (as two machines would) then ``portscout merge``. Wall
+  time, probes sent and probes/s, open ports found, ports in a wrong state; then, in this
+  process, Dask's overhead per unit: from submitting a unit to having its results, less the
+  unit's own time.
 * **sim**: no packets. 64 worker threads (4 worker processes of 16 threads: 64 processes
   would not fit this machine) run units of a /8 x nmap's top 100 ports, each unit answered
   from a seeded model (1% of hosts up, two open ports each, the rest closed) and taking the

@@ -230,6 +230,24 @@ def test_recorder_commits_once_a_second(tmp_path: Path) -> None:
         reader.close()
 
 
+def test_a_unit_is_recorded_done_in_the_commit_of_its_results(tmp_path: Path) -> None:
+    """A Dask unit done waits for the commit that holds its results: a crash before
+    that commit loses both, never the results alone with the unit marked done."""
+    now = [0.0]
+    path = tmp_path / "h.db"
+    with Store.open(path) as store:
+        scan_id = store.begin(_meta(), {}, planned=10)
+        recorder = Recorder(store, scan_id, clock=lambda: now[0], interval=1.0)
+        with Store.open(path, readonly=True) as reader:
+            recorder.add_unit((0, 4, 1, 2))
+            recorder.add([_result(1, State.OPEN)], sent=1)
+            assert (reader.units(scan_id), reader.results(scan_id)) == (frozenset(), [])
+            now[0] = 1.0
+            recorder.add([])
+            assert reader.units(scan_id) == {(0, 4, 1, 2)}
+            assert [r.port for r in reader.results(scan_id)] == [1]
+
+
 def test_diff_text_and_json(tmp_path: Path) -> None:
     a = [_result(22, State.OPEN), _result(80, State.CLOSED), _result(443, State.OPEN)]
     a += [_result(22, State.OPEN, "127.0.0.2")]
