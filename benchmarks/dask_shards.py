@@ -17,9 +17,9 @@ The script enters a fresh private network namespace first and checks no route le
   from a seeded model (1% of hosts up, two open ports each, the rest closed) and taking the
   time its probes would take at 10,000 probes/s a worker. The client runs ``DaskRun`` into
   the outputs (JSON lines to /dev/null) as the command line does. Measured: wall time, the
-  client process's CPU time (its merge into the outputs, and Dask's scheduler, which a
-  LocalCluster runs in the client process) as a share of wall time, and the client's RSS
-  as the scan goes on. The /8 is never sent to: nothing here opens a socket towards it.
+  client process's CPU time (the output stage; Dask's client and ``DaskRun``'s merge) and
+  the scheduler process's, as shares of wall time, and the client's RSS as the scan goes
+  on. The /8 is never sent to: nothing here opens a socket towards it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from harness import compile_package
 
 from lab import Scenario, json_lines, json_states, scanned, wrong_states
 from portscout.cli import connect_outputs
-from portscout.distributed import DaskRun, Job, Unit, UnitResult, connect, local_cluster
+from portscout.dask_local import local_cluster
+from portscout.distributed import DaskRun, Job, Unit, UnitResult, connect
 from portscout.lab import Lab
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.lab.scenarios import COMMON_PORTS, sparse_network
@@ -212,7 +213,8 @@ def simulation(prefix: str, *, with_outputs: bool = True, address: str | None = 
     """The simulated scan of ``prefix``, into the output stage wired as the command line
     wires it (``connect_outputs``: each group written, then forgotten by the report), or,
     without, results only counted: Dask's own cost. ``address``: a scheduler running as
-    a process of its own (``dask scheduler``), else a LocalCluster in this process."""
+    a process of its own (``dask scheduler``), else the processes ``--dask local:N``
+    starts (``dask_local``: scheduler and workers, each a process of its own)."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     config = ScanConfig(targets=[prefix], ports=COMMON_PORTS, key=1, keep_closed=False,
                         record_closed=True)  # fmt: skip
@@ -252,7 +254,9 @@ def simulation(prefix: str, *, with_outputs: bool = True, address: str | None = 
         sched = scheduler_cpu() - sched0
     units, dask = len(run.durations), cpu - spent[0]
     busy = sum(run.durations) / (run.threads * wall)
-    where = "scheduler in a process of its own" if address else "LocalCluster in this process"
+    where = (
+        "dask scheduler + dask worker (--dask ADDRESS)" if address else "--dask local:N's processes"
+    )
     lines = [
         f"{prefix} x {len(COMMON_PORTS)} ports{'' if with_outputs else ', no outputs'}, {where},"
         f" {units:,} units on {run.threads} worker threads"
@@ -262,11 +266,10 @@ def simulation(prefix: str, *, with_outputs: bool = True, address: str | None = 
         f" threads busy {100 * busy:.0f}%",
         f"client process CPU {cpu:.1f} s = {100 * cpu / wall:.1f}% of wall: the output stage"
         f" (results in, hosts out in address order) {spent[0]:.1f} s ="
-        f" {100 * spent[0] / wall:.1f}%; the rest (Dask's client{', scheduler' * (not address)},"
-        f" DaskRun's merge) {dask:.1f} s = {100 * dask / wall:.1f}%",
+        f" {100 * spent[0] / wall:.1f}%; the rest (Dask's client, DaskRun's merge)"
+        f" {dask:.1f} s = {100 * dask / wall:.1f}%",
+        f"scheduler process CPU {sched:.1f} s = {100 * sched / wall:.1f}% of wall",
     ]
-    if address:
-        lines.append(f"scheduler process CPU {sched:.1f} s = {100 * sched / wall:.1f}% of wall")
     lines.append(
         "client RSS (MB) by units in: "
         + ", ".join(f"{d}: {mb:.0f}" for d, mb in samples[:: max(1, len(samples) // 10)])
@@ -288,8 +291,9 @@ def connect_sim(address: str | None) -> Any:  # (distributed's Client, LocalClus
     from distributed import Client
 
     if address is None:
-        with local_cluster(4, 16) as client:  # as --dask local:N makes it
-            yield client, lambda: 0.0
+        with local_cluster(4, 16) as client:  # as --dask local:N starts its processes
+            pid = client.run_on_scheduler(os.getpid)
+            yield client, lambda: _cpu_seconds(pid)
         return
     dask = str(Path(sys.executable).parent / "dask")
     port = address.rsplit(":", 1)[1]
@@ -318,8 +322,8 @@ def main() -> int:
     parser.add_argument("--outputs-only", action="store_true",
                         help="only simulate with the output stage")  # fmt: skip
     parser.add_argument("--scheduler-process", action="store_true",
-                        help="sim: a `dask scheduler` process and `dask worker` processes,"
-                        " not a LocalCluster in the client's process")  # fmt: skip
+                        help="sim: `dask scheduler` and `dask worker` started apart,"
+                        " connected to as --dask ADDRESS")  # fmt: skip
     args = parser.parse_args()
     try:
         enter_private_netns()

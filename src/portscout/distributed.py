@@ -37,8 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import statistics
 import time
 from array import array
@@ -153,9 +151,9 @@ def run_unit(job: Job, unit: Unit) -> UnitResult:
 
 @contextlib.contextmanager
 def connect(address: str) -> Iterator[Client]:
-    """A client of the scheduler at ``address``, or of a LocalCluster of N worker
-    processes for ``local:N``; closed (the cluster too) on exit. UsageError (exit 2)
-    without Dask or for a bad ``local:N``."""
+    """A client of the scheduler at ``address``, or of a scheduler and N worker processes
+    started here for ``local:N`` (``dask_local``); closed (the cluster too) on exit.
+    UsageError (exit 2) without Dask or for a bad ``local:N``."""
     try:
         from distributed import Client
     except ImportError as exc:
@@ -171,59 +169,10 @@ def connect(address: str) -> Iterator[Client]:
     count = address.removeprefix("local:")
     if not count.isdigit() or int(count) < 1:
         raise OptionError(f"invalid --dask '{address}': want ADDRESS or local:N, N >= 1")
+    from portscout.dask_local import local_cluster
+
     with local_cluster(int(count), 1) as client:
         yield client
-
-
-# A LocalCluster's scheduler and nannies run in the client's process: what they do while
-# nothing happens is the scan's cost (docs/benchmarks.md). Work stealing moves queued
-# tasks between workers every 100 ms: units are alike and stragglers are the client's
-# (resubmitted), so it only costs; the system monitor samples every 0.5 s by default.
-LOCAL_CONFIG = {
-    "distributed.scheduler.work-stealing": False,
-    "distributed.admin.system-monitor.interval": "2s",
-}
-
-
-@contextlib.contextmanager
-def local_cluster(workers: int, threads: int) -> Iterator[Client]:
-    """A client of a LocalCluster of ``workers`` processes of ``threads`` threads, on
-    127.0.0.1 (``--dask local:N``; the benchmark's simulation); its workers killed and
-    the cluster closed on exit."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    with (
-        dask.config.set(LOCAL_CONFIG),
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,  # the workers' notes on units cancelled by Ctrl-C
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        try:
-            yield client
-        finally:
-            stop_workers(cluster)
-
-
-def stop_workers(cluster: Any) -> None:
-    """Kill the worker processes of a LocalCluster of ours before it closes.
-
-    A worker in the middle of a unit (a scan's event loop in its thread, after Ctrl-C)
-    does not stop when asked: its nanny waits for it, and closing the cluster took 4 s.
-    The scan is over (what came in is kept, units not in are cancelled), so the workers
-    hold nothing of value: SIGKILL, then the cluster closes in well under a second."""
-    for nanny in list(getattr(cluster, "workers", {}).values()):
-        process = getattr(getattr(nanny, "process", None), "process", None)
-        pid = getattr(process, "pid", None)
-        if isinstance(pid, int) and pid > 0:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def resolved_names(scan: Scan) -> dict[str, tuple[IPAddress, ...]]:
