@@ -513,9 +513,8 @@ def _dask_run(
         import distributed  # noqa: F401  # configures its loggers: quieted below
     except ImportError as exc:
         raise UsageError(INSTALL_HINT) from exc
-    # The scheduler of local:N runs in this process; it logs each worker's comings and
-    # goings (INFO) and heartbeats lost while the cluster closes (a traceback): not the
-    # user's business unless -d.
+    # Dask's client logs its connections lost while a cluster closes (a traceback): not
+    # the user's business unless -d (local:N's own processes log to nowhere).
     quiet = logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL
     logging.getLogger("distributed").setLevel(quiet)
     client = files.enter_context(connect(address))
