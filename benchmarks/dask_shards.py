@@ -159,7 +159,7 @@ def dask_overhead() -> list[str]:
             (cold if attempt == 0 else overheads).extend(spent)
             time.sleep(2)
     return [
-        f"LocalCluster of 2 workers started in {started:.2f} s. Dask's overhead per unit"
+        f"--dask local:2 cluster started in {started:.2f} s. Dask's overhead per unit"
         " (from submitting it to having its results, less the unit's own time on the"
         f" worker), 2 units a scan: cold workers {max(cold) * 1000:.0f} ms; warm, over"
         f" {len(overheads)} units: median {statistics.median(overheads) * 1000:.0f} ms,"
