@@ -7,18 +7,19 @@ The script enters a fresh private network namespace first and checks no route le
 
 * **lab**: scenario (b) of ``benchmarks/lab.py`` (198.18.1.0/24, 30% up, nmap's 100 common
   ports, 40 ms, RST limit 50/s per host), scanned by ``portscout`` in one process
-  (``--processes 1``), with ``--dask local:2``, and as ``--shard 1/2`` and ``--shard 2/2``
-  run side by side (as two machines would) then ``portscout merge``. Wall time, probes
-  sent and probes/s, open ports found, ports in a wrong state; then, in this process, Dask's
-  overhead per unit: from submitting a unit to having its results, less the unit's own time.
+  (``--processes 1``) and in four, with ``--dask local:2``, and as ``--shard 1/2`` and
+  ``--shard 2/2`` run side by side (as two machines would) then ``portscout merge``. Wall
+  time, probes sent and probes/s, open ports found, ports in a wrong state; then, in this
+  process, Dask's overhead per unit: from submitting a unit to having its results, less the
+  unit's own time.
 * **sim**: no packets. 64 worker threads (4 worker processes of 16 threads: 64 processes
   would not fit this machine) run units of a /8 x nmap's top 100 ports, each unit answered
   from a seeded model (1% of hosts up, two open ports each, the rest closed) and taking the
   time its probes would take at 10,000 probes/s a worker. The client runs ``DaskRun`` into
   the outputs (JSON lines to /dev/null) as the command line does. Measured: wall time, the
-  client process's CPU time (its merge into the outputs, and Dask's scheduler, which a
-  LocalCluster runs in the client process) as a share of wall time, and the client's RSS
-  as the scan goes on. The /8 is never sent to: nothing here opens a socket towards it.
+  client process's CPU time (the output stage; Dask's client and ``DaskRun``'s merge) and
+  the scheduler process's, as shares of wall time, and the client's RSS as the scan goes
+  on. The /8 is never sent to: nothing here opens a socket towards it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from typing import Any
 from harness import compile_package
 
 from lab import Scenario, json_lines, json_states, scanned, wrong_states
+from portscout.cli import connect_outputs
+from portscout.dask_local import local_cluster
 from portscout.distributed import DaskRun, Job, Unit, UnitResult, connect
 from portscout.lab import Lab
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
@@ -86,6 +89,8 @@ def lab_rows(work: Path) -> list[str]:
         address = "tcp://127.0.0.1:8786"
         runs = {
             "one process": [portscout("--processes", "1", "-oJ", str(work / "one.jsonl"))],
+            # 4 scanners on each RST-limited host, as the two --shard parts below make
+            "four processes": [portscout("--processes", "4", "-oJ", str(work / "four.jsonl"))],
             "--dask local:2": [portscout("--dask", "local:2", "-oJ", str(work / "dask.jsonl"))],
             "--dask (running, warm)": [
                 portscout("--dask", address, "-oJ", str(work / "running.jsonl"))
@@ -154,7 +159,7 @@ def dask_overhead() -> list[str]:
             (cold if attempt == 0 else overheads).extend(spent)
             time.sleep(2)
     return [
-        f"LocalCluster of 2 workers started in {started:.2f} s. Dask's overhead per unit"
+        f"--dask local:2 cluster started in {started:.2f} s. Dask's overhead per unit"
         " (from submitting it to having its results, less the unit's own time on the"
         f" worker), 2 units a scan: cold workers {max(cold) * 1000:.0f} ms; warm, over"
         f" {len(overheads)} units: median {statistics.median(overheads) * 1000:.0f} ms,"
@@ -204,9 +209,12 @@ def rss_mb() -> float:
     return kb / 1024
 
 
-def simulation(prefix: str, *, with_outputs: bool = True) -> list[str]:
-    """The simulated scan of ``prefix``, into the output stage (or, without, results only
-    counted: Dask's own cost)."""
+def simulation(prefix: str, *, with_outputs: bool = True, address: str | None = None) -> list[str]:
+    """The simulated scan of ``prefix``, into the output stage wired as the command line
+    wires it (``connect_outputs``: each group written, then forgotten by the report), or,
+    without, results only counted: Dask's own cost. ``address``: a scheduler running as
+    a process of its own (``dask scheduler``), else the processes ``--dask local:N``
+    starts (``dask_local``: scheduler and workers, each a process of its own)."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     config = ScanConfig(targets=[prefix], ports=COMMON_PORTS, key=1, keep_closed=False,
                         record_closed=True)  # fmt: skip
@@ -215,20 +223,23 @@ def simulation(prefix: str, *, with_outputs: bool = True) -> list[str]:
     options = OutputOptions(files=(("json", "-"),), quiet=True)
     outputs = Outputs(options, [("json", sink)], sink, {})  # JSON lines, discarded
     outputs.start(scan.meta)
-    outputs.plan(scan.targets, discovery=True)
     report = scan.report
     spent = [0.0]  # main-thread CPU seconds in the output stage
+    if with_outputs:
+        connect_outputs(scan, outputs)
+        written = scan.on_group_done
+        assert written is not None
 
-    def group_done(group: HostGroup) -> None:
-        t = time.thread_time()
-        outputs.group_done(group.stop, report.hosts_up or {}, report.latency)
-        spent[0] += time.thread_time() - t
+        def group_done(group: HostGroup) -> None:
+            t = time.thread_time()
+            written(group)
+            spent[0] += time.thread_time() - t
 
-    scan.on_group_done = group_done if with_outputs else None
-    with contextlib.closing(sink), connect_sim() as client:
+        scan.on_group_done = group_done
+    with contextlib.closing(sink), connect_sim(address) as (client, scheduler_cpu):
         run = DaskRun(scan, client, task=simulated_unit)
         samples: list[tuple[int, float]] = []
-        cpu0, t0 = time.process_time(), time.perf_counter()
+        cpu0, t0, sched0 = time.process_time(), time.perf_counter(), scheduler_cpu()
         for batch in run.batches():
             t = time.thread_time()
             closed = scan.take_closed()
@@ -240,39 +251,66 @@ def simulation(prefix: str, *, with_outputs: bool = True) -> list[str]:
                 samples.append((done, rss_mb()))
         outputs.finish(report)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        sched = scheduler_cpu() - sched0
     units, dask = len(run.durations), cpu - spent[0]
     busy = sum(run.durations) / (run.threads * wall)
-    return [
-        f"{prefix} x {len(COMMON_PORTS)} ports{'' if with_outputs else ', no outputs'},"
+    where = (
+        "dask scheduler + dask worker (--dask ADDRESS)" if address else "--dask local:N's processes"
+    )
+    lines = [
+        f"{prefix} x {len(COMMON_PORTS)} ports{'' if with_outputs else ', no outputs'}, {where},"
         f" {units:,} units on {run.threads} worker threads"
         f" at {SIM_RATE:,.0f} probes/s each: wall {wall:.1f} s, {report.probes_sent:,} probes"
         f" simulated ({report.probes_sent / wall:,.0f}/s), {report.counts[State.OPEN]:,} open,"
-        f" {report.counts[State.CLOSED]:,} closed; worker threads busy {100 * busy:.0f}%",
+        f" {report.counts[State.CLOSED]:,} closed, {report.up_count:,} hosts up; worker"
+        f" threads busy {100 * busy:.0f}%",
         f"client process CPU {cpu:.1f} s = {100 * cpu / wall:.1f}% of wall: the output stage"
         f" (results in, hosts out in address order) {spent[0]:.1f} s ="
-        f" {100 * spent[0] / wall:.1f}%; Dask (client, scheduler, DaskRun) {dask:.1f} s ="
-        f" {100 * dask / wall:.1f}%",
+        f" {100 * spent[0] / wall:.1f}%; the rest (Dask's client, DaskRun's merge)"
+        f" {dask:.1f} s = {100 * dask / wall:.1f}%",
+        f"scheduler process CPU {sched:.1f} s = {100 * sched / wall:.1f}% of wall",
+    ]
+    lines.append(
         "client RSS (MB) by units in: "
         + ", ".join(f"{d}: {mb:.0f}" for d, mb in samples[:: max(1, len(samples) // 10)])
-        + f", end: {rss_mb():.0f}",
-    ]
+        + f", end: {rss_mb():.0f}; report at the end: {len(report.results):,} results,"
+        f" {len(report.hosts_up or ()):,} hosts up held"
+    )
+    return lines
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` (/proc/PID/stat), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
-def connect_sim() -> Any:  # (distributed's Client and LocalCluster are untyped)
-    from distributed import Client, LocalCluster
+def connect_sim(address: str | None) -> Any:  # (distributed's Client, LocalCluster untyped)
+    """(client, the scheduler's CPU seconds so far): 4 worker processes of 16 threads."""
+    from distributed import Client
 
-    with (
-        LocalCluster(
-            n_workers=4,
-            threads_per_worker=16,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    if address is None:
+        with local_cluster(4, 16) as client:  # as --dask local:N starts its processes
+            pid = client.run_on_scheduler(os.getpid)
+            yield client, lambda: _cpu_seconds(pid)
+        return
+    dask = str(Path(sys.executable).parent / "dask")
+    port = address.rsplit(":", 1)[1]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", port,
+                                  "--no-dashboard"], **quiet)  # type: ignore[call-overload]  # fmt: skip
+    time.sleep(3)
+    workers = subprocess.Popen([dask, "worker", address, "--nworkers", "4", "--nthreads", "16",
+                                "--no-dashboard"], **quiet)  # type: ignore[call-overload]  # fmt: skip
+    try:
+        with Client(address, timeout=30) as client:
+            client.wait_for_workers(4, timeout=60)
+            yield client, lambda: _cpu_seconds(scheduler.pid)
+    finally:
+        for proc in (workers, scheduler):
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main() -> int:
@@ -281,6 +319,11 @@ def main() -> int:
     parser.add_argument("--only", choices=("lab", "sim"))
     parser.add_argument("--no-outputs", action="store_true",
                         help="only simulate without the output stage")  # fmt: skip
+    parser.add_argument("--outputs-only", action="store_true",
+                        help="only simulate with the output stage")  # fmt: skip
+    parser.add_argument("--scheduler-process", action="store_true",
+                        help="sim: `dask scheduler` and `dask worker` started apart,"
+                        " connected to as --dask ADDRESS")  # fmt: skip
     args = parser.parse_args()
     try:
         enter_private_netns()
@@ -296,9 +339,11 @@ def main() -> int:
         if args.only in (None, "sim"):
             # Simulated (no packet is sent); loopback all the same, as every target here.
             prefix = "127.0.0.0/12" if args.quick else "127.0.0.0/8"
-            lines += [*simulation(prefix, with_outputs=False), ""]
+            address = "tcp://127.0.0.1:8786" if args.scheduler_process else None
+            if not args.outputs_only:
+                lines += [*simulation(prefix, with_outputs=False, address=address), ""]
             if not args.no_outputs:
-                lines += simulation(prefix)
+                lines += simulation(prefix, address=address)
     print("\n".join(lines))
     return 0
 

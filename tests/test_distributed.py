@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -316,3 +317,75 @@ def test_workers_use_the_names_the_client_resolved() -> None:
     assert [again.targets[i] for i in range(again.targets.size)] == [
         scan.targets[i] for i in range(scan.targets.size)
     ]
+
+
+def recorded_units(db: Path) -> frozenset[tuple[int, int, int, int]]:
+    try:
+        with Store.open(db, readonly=True) as store:
+            return store.units(1)
+    except StoreError:
+        return frozenset()
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_resume_of_a_dask_scan_runs_only_the_units_not_recorded_done(tmp_path: Path) -> None:
+    """Two hosts down (unreachable lab addresses: their units end at once, no probe
+    answered) and ::1 up after them (a unit of 1000 ports, 6.7 s at 150 probes/s a
+    worker). The client is killed once the down hosts' units are recorded done, while
+    ::1's runs: the resume runs ::1's unit only, and the result is exact."""
+    db = tmp_path / "h.db"
+    argv = [sys.executable, "-m", "portscout", "198.18.0.1-2", "::1", "-p", "1-1000",
+            "--seed", "6", "--max-rate", "300", "--max-hostgroup", "1", "--db", str(db),
+            "--dask", "local:2", "-q"]  # fmt: skip
+    down = {(0, 1, 1, 1), (1, 2, 1, 1)}  # targets 0 and 1, one part each
+    with serve({("::1", port): "accept" for port in OPEN}):
+        proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            for _ in range(600):  # until the down hosts' units are recorded (at most 60 s)
+                time.sleep(0.1)
+                if down <= recorded_units(db):
+                    break
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the client and its cluster
+            proc.wait()
+        assert recorded_units(db) == down, "the scan ended before it was killed"
+        resumed = subprocess.run(
+            [sys.executable, "-m", "portscout", "resume", "1", "--db", str(db), "--dask",
+             "local:2", "-q", "-d"],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    submitted = re.findall(r"unit (\d+)-(\d+) part (\d+)/(\d+) submitted", resumed.stderr)
+    assert submitted == [("2", "3", "1", "1")]  # ::1's unit, not the down hosts'
+    assert recorded_units(db) == {*down, (2, 3, 1, 1)}
+    results = stored(db)
+    assert len(results) == 1000
+    assert [(h, p) for h, p, state in results if state is State.OPEN] == [
+        ("::1", p) for p in OPEN if p <= 1000
+    ]
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_ctrl_c_closes_a_local_cluster_within_a_second() -> None:
+    """SIGINT while both workers are inside a unit (1000 probes at 150/s a worker): the
+    command is gone within a second, cluster closed (was 4 s: the nannies waited for the
+    busy workers)."""
+    argv = [sys.executable, "-m", "portscout", "127.0.0.1-4", "-p", "1-1000", "--seed", "6",
+            "-Pn", "--max-rate", "300", "--max-hostgroup", "1", "--no-db", "--dask",
+            "local:2", "-q", "-d"]  # fmt: skip
+    with serve(LISTENERS):
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        for line in proc.stderr:  # until units are out (the cluster is up), at most 60 s
+            if "part 1/1 submitted" in line:
+                break
+        time.sleep(1.0)
+        assert proc.poll() is None, "ended before the interrupt"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    assert proc.returncode == 130, err  # (-d lets Dask log its closed connections)
+    assert took < 1.0, f"{took:.2f} s"

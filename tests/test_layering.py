@@ -38,7 +38,8 @@ ALLOWED: dict[str, set[str] | None] = {
     "__main__": {"_entry"},
     "_entry": {"cli"},
     "__init__": CORE | {"scanner", "distributed"},
-    "distributed": CORE | {"scanner", "engines"},
+    "distributed": CORE | {"scanner", "engines", "dask_local"},
+    "dask_local": {"errors"},  # --dask local:N's processes: stdlib, Dask and errors only
 }
 
 

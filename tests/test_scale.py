@@ -16,6 +16,7 @@ import pytest
 
 from portscout.errors import TargetError
 from portscout.plan import HostGroup, host_groups
+from portscout.results import State
 from portscout.scanner import MAX_ADDRESSES, Scan, ScanConfig
 from portscout.targets import parse_targets
 
@@ -114,3 +115,45 @@ def test_ctrl_c_while_reading_a_huge_target_list(tmp_path: Path) -> None:
     assert code == 130, stderr
     assert took < 1.0
     assert "Traceback" not in stderr
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_the_command_lines_report_forgets_each_group_once_written() -> None:
+    """The report of a command-line scan holds the groups not yet written, never the scan:
+    once a group's hosts are out, its results and hosts up are only counted."""
+    import io
+    import json
+    import socket
+
+    from portscout.cli import connect_outputs
+    from portscout.output.session import OutputOptions, Outputs
+    from portscout.scanner import drive
+
+    with socket.create_server(("0.0.0.0", 0)) as listener:  # every 127/8 address answers
+        port = listener.getsockname()[1]
+        config = ScanConfig(targets=["127.0.0.1-32"], ports=[port, port + 1], hostgroup=8,
+                            engine="async", keep_closed=False, record_closed=True)  # fmt: skip
+        scan = Scan(config)
+        stream = io.StringIO()
+        outputs = Outputs(OutputOptions(files=(("json", "-"),), quiet=True),
+                          [("json", stream)], io.StringIO(), {})  # fmt: skip
+        outputs.start(scan.meta)
+        connect_outputs(scan, outputs)
+        report, held = scan.report, []
+        group_done = scan.on_group_done
+        assert group_done is not None
+
+        def watched(group: HostGroup) -> None:
+            group_done(group)
+            held.append((len(report.results), len(report.hosts_up or ())))
+
+        scan.on_group_done = watched
+        for batch in drive(scan):
+            outputs.add(batch, scan.take_closed())
+        outputs.finish(report)
+    assert held == [(0, 0)] * 4
+    hosts = [json.loads(line) for line in stream.getvalue().splitlines()]
+    opened = [h["host"] for h in hosts if "port" in h and h["state"] == "open"]
+    assert opened == [f"127.0.0.{i}" for i in range(1, 33)]
+    assert (report.counts[State.OPEN], report.counts[State.CLOSED], report.up_count) == (32, 32, 32)

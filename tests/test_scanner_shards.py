@@ -5,14 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 from ipaddress import IPv4Address
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import portscout
-from portscout import OptionError, State
-from portscout.plan import HostList, Probe, host_groups
+from portscout import OptionError, State, scanner
+from portscout.engines.processes import run_sharded
+from portscout.permutation import Shard
+from portscout.plan import HostList, Probe, ScanPlan, host_groups
 from portscout.scanner import part_of
 from tests.engines.conftest import serve
 
@@ -93,5 +96,48 @@ def test_parts_of_a_scan_add_up_to_the_scan(discovery: bool) -> None:
     assert all(parts)
     seen = [(r.host, r.port, r.state) for part in parts for r in part]
     assert len(seen) == len(set(seen)) == 2000
+    assert set(seen) == {(r.host, r.port, r.state) for r in whole}
+    assert sorted(r.port for part in parts for r in part if r.state is State.OPEN) == list(OPEN)
+
+
+@given(start=st.integers(0, 10**6), size=st.integers(0, 5000), count=st.integers(1, 17))
+def test_a_shard_splits_into_disjoint_pieces_that_cover_it(
+    start: int, size: int, count: int
+) -> None:
+    shard = Shard(start, start + size)
+    pieces = shard.split(count)
+    assert len(pieces) == count
+    assert [i for piece in pieces for i in range(piece.start, piece.stop)] == list(
+        range(shard.start, shard.stop)
+    )
+    assert max(map(len, pieces)) - min(map(len, pieces)) <= 1
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+@pytest.mark.parametrize("discovery", [True, False])
+def test_a_part_uses_the_worker_processes_and_parts_still_add_up(
+    discovery: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--shard I/N`` on 2 worker processes, as a whole scan would run: each part's
+    positions split between them, only the hosts found up; the parts stay disjoint and
+    cover the scan (3 hosts of which 127.0.0.1 listens, 2000 ports)."""
+    pieces: list[list[Shard]] = []
+
+    def spy(plan: ScanPlan, shards: list[Shard], *args: Any, **kwargs: Any) -> Any:
+        pieces.append(shards)
+        return run_sharded(plan, shards, *args, **kwargs)
+
+    monkeypatch.setattr(scanner, "run_sharded", spy)
+    targets = ["127.0.0.1-3"]
+    with serve({("127.0.0.1", port): "accept" for port in OPEN}):
+        options = {"key": 78, "discovery": discovery, "keep_closed": True, "processes": 2}
+        whole = list(portscout.iscan(targets, "1-2000", **{**options, "processes": 1}))
+        parts = [
+            list(portscout.iscan(targets, "1-2000", shard=(i, 3), **options)) for i in (1, 2, 3)
+        ]
+    assert [len(p) for p in pieces] == [2, 2, 2]  # each part over 2 processes
+    seen = [(r.host, r.port, r.state) for part in parts for r in part]
+    assert len(seen) == len(set(seen)) == 6000
     assert set(seen) == {(r.host, r.port, r.state) for r in whole}
     assert sorted(r.port for part in parts for r in part if r.state is State.OPEN) == list(OPEN)

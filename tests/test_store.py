@@ -230,6 +230,24 @@ def test_recorder_commits_once_a_second(tmp_path: Path) -> None:
         reader.close()
 
 
+def test_a_unit_is_recorded_done_in_the_commit_of_its_results(tmp_path: Path) -> None:
+    """A Dask unit done waits for the commit that holds its results: a crash before
+    that commit loses both, never the results alone with the unit marked done."""
+    now = [0.0]
+    path = tmp_path / "h.db"
+    with Store.open(path) as store:
+        scan_id = store.begin(_meta(), {}, planned=10)
+        recorder = Recorder(store, scan_id, clock=lambda: now[0], interval=1.0)
+        with Store.open(path, readonly=True) as reader:
+            recorder.add_unit((0, 4, 1, 2))
+            recorder.add([_result(1, State.OPEN)], sent=1)
+            assert (reader.units(scan_id), reader.results(scan_id)) == (frozenset(), [])
+            now[0] = 1.0
+            recorder.add([])
+            assert reader.units(scan_id) == {(0, 4, 1, 2)}
+            assert [r.port for r in reader.results(scan_id)] == [1]
+
+
 def test_diff_text_and_json(tmp_path: Path) -> None:
     a = [_result(22, State.OPEN), _result(80, State.CLOSED), _result(443, State.OPEN)]
     a += [_result(22, State.OPEN, "127.0.0.2")]
@@ -524,3 +542,27 @@ def test_services_are_kept_and_diffed(tmp_path: Path) -> None:
         (22, "ssh OpenSSH 9.2p1", "ssh OpenSSH 9.6p1")  # 443: -sV on one side only
     ]
     assert "+22/tcp      open      ssh OpenSSH 9.6p1" in diff_text(diff, {})
+
+
+def test_schema_4_gets_the_table_of_dask_units_and_units_are_recorded(tmp_path: Path) -> None:
+    """A schema 4 file (no ``unit`` table) reads as having no unit done, unchanged; a
+    writer migrates it; units done are recorded with results, once, and go with the scan."""
+    path = tmp_path / "h.db"
+    with Store.open(path) as store:
+        scan_id = _record(store, [_result(22, State.OPEN)], ScanStatus.INTERRUPTED)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("DROP TABLE unit")
+        db.execute("PRAGMA user_version = 4")
+    before = _digest(path)
+    with Store.open(path, readonly=True) as store:
+        assert store.units(scan_id) == frozenset()
+    assert _digest(path) == before
+    with Store.open(path) as store:
+        store.insert(scan_id, [_result(80, State.CLOSED)], 1, units=[(0, 4, 1, 2)])
+        store.insert(scan_id, [], 0, units=[(0, 4, 1, 2), (0, 4, 2, 2)])
+        assert store.units(scan_id) == {(0, 4, 1, 2), (0, 4, 2, 2)}
+        assert [r.port for r in store.results(scan_id)] == [22, 80]
+        store.forget([scan_id])
+    assert _user_version(path) == SCHEMA_VERSION == 5
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM unit").fetchone()[0] == 0

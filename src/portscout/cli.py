@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
@@ -44,11 +44,12 @@ from portscout.scanner import (
     stop_signals_raise,
     system_resolver,
 )
-from portscout.store import ScanStatus, Store, StoredScan, default_path
+from portscout.store import ScanStatus, Store, StoredScan, UnitRow, default_path
 from portscout.targets import Resolver, read_target_file
 from portscout.timing import TimingPolicy, parse_duration, parse_template
 
 if TYPE_CHECKING:
+    from portscout.distributed import DaskRun
     from portscout.output.merge import PartHost
 
 log = logging.getLogger("portscout")
@@ -416,8 +417,15 @@ def _recorder(
     """The scan's recorder (a resume's scan is already claimed); the reason, if the
     history could not begin it: the scan runs anyway."""
     if resume is not None:
+        report = scan.report
+        if scan.config.discovery or scan.config.ping_only:
+            # A host with results was up; where discovery does not ping it again (a
+            # Dask unit done), its results must not go out as a down host's.
+            report.hosts_up = report.hosts_up or {}
         for result in prior:
-            scan.report.add(result)
+            report.add(result)
+            if report.hosts_up is not None:
+                report.hosts_up.setdefault(result.host, answer_reason(result))
         scan.report.started = resume.meta.started  # probes: this run's, as planned
     if store is None:
         return None
@@ -429,6 +437,12 @@ def _recorder(
         log.warning("%s; the scan goes on without recording", exc)
         return str(exc)
     return Recorder(store, scan_id)
+
+
+def answer_reason(result: Result) -> Reason:
+    """Why a host with ``result`` from an earlier run is up: its port's answer."""
+    answered = (Reason.SYN_ACK, Reason.RESET, Reason.CONN_REFUSED, Reason.LOCALHOST_RESPONSE)
+    return result.reason if result.reason in answered else Reason.USER_SET
 
 
 def _long_duration(seconds: float) -> str:
@@ -465,7 +479,8 @@ def run_scan(
              f" about {_long_duration(estimate)}; Ctrl-C stops it, 'resume' goes on")  # fmt: skip
     monitors = _monitors(args)
     cluster = contextlib.ExitStack()  # --dask: the client (and a local cluster), closed last
-    source = _dask_batches(scan, args.dask, cluster) if args.dask is not None else None
+    finished = store.units(resume.id) if store is not None and resume is not None else ()
+    dask = _dask_run(scan, args.dask, cluster, finished) if args.dask is not None else None
     opened = open_writers(args, live=any(isinstance(m, LiveProgress) for m in monitors))
     try:
         with cluster, deferred_signals() as late:
@@ -474,6 +489,9 @@ def run_scan(
             opened.outputs.add(prior)
             connect_outputs(scan, opened.outputs)
             active = recorder if isinstance(recorder, Recorder) else None
+            source = None if dask is None else dask.batches()
+            if dask is not None and active is not None:
+                dask.on_unit_done = lambda u: active.add_unit((u.start, u.stop, u.index, u.count))
             code, status = _drive_scan(scan, opened, active, monitors, late, source)
             opened.finish(scan.report)
             _epilogue(args, active, code, status)
@@ -484,33 +502,40 @@ def run_scan(
     return _exit_code(code, late, opened.faults, failure)
 
 
-def _dask_batches(
-    scan: Scan, address: str, files: contextlib.ExitStack
-) -> Generator[list[Result], None, None]:
-    """``--dask``: the scan's batches from the cluster (closed with ``files``)."""
-    from portscout.distributed import INSTALL_HINT, DaskRun, connect
+def _dask_run(
+    scan: Scan, address: str, files: contextlib.ExitStack, finished: Iterable[UnitRow]
+) -> DaskRun:
+    """``--dask``: the scan's run on the cluster (closed with ``files``); ``finished``:
+    the units a resumed scan's history records done."""
+    from portscout.distributed import INSTALL_HINT, DaskRun, Unit, connect
 
     try:
         import distributed  # noqa: F401  # configures its loggers: quieted below
     except ImportError as exc:
         raise UsageError(INSTALL_HINT) from exc
-    # The scheduler of local:N runs in this process; it logs each worker's comings and
-    # goings (INFO) and heartbeats lost while the cluster closes (a traceback): not the
-    # user's business unless -d.
+    # Dask's client logs its connections lost while a cluster closes (a traceback): not
+    # the user's business unless -d (local:N's own processes log to nowhere).
     quiet = logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.CRITICAL
     logging.getLogger("distributed").setLevel(quiet)
     client = files.enter_context(connect(address))
-    return DaskRun(scan, client).batches()
+    return DaskRun(scan, client, finished=[Unit(*row) for row in finished])
 
 
 def connect_outputs(scan: Scan, outputs: Outputs) -> None:
     """Tell ``outputs`` the targets in order, and when each host group is done (its hosts
-    are then written, with what discovery found)."""
-    report = scan.report
-    outputs.plan(scan.targets, discovery=scan.config.discovery or scan.config.ping_only)
+    are then written, with what discovery found, and the report forgets them: it keeps
+    counts, so that a /8's report holds its groups in flight, not every host up)."""
+    report, targets = scan.report, scan.targets
+    outputs.plan(targets, discovery=scan.config.discovery or scan.config.ping_only)
 
     def group_done(group: HostGroup) -> None:
         outputs.group_done(group.stop, report.hosts_up or {}, report.latency)
+        if group.stop >= targets.size:
+            report.release(lambda address: True)
+            return
+        end = targets[group.stop]
+        end_key = (end.version, int(end))
+        report.release(lambda address: (address.version, int(address)) < end_key)
 
     scan.on_group_done = group_done
 
@@ -623,17 +648,35 @@ def run_merge(argv: Sequence[str]) -> int:
     add_output_options(p)
     args = p.parse_args(argv)
     setup_logging(args.debug)
-    from portscout.output.merge import SeenHosts, merge_parts, survey  # merge's own
-
     if not output_options(args).files:
         args.json_out, args.no_fold = "-", True
-    ports, scan_type = survey(_read_part(path, None) for path in args.files)
+    return write_joined(
+        args,
+        ("portscout", "merge", *argv),
+        lambda files: (_read_part(f, files) for f in args.files),
+    )
+
+
+def write_joined(
+    args: argparse.Namespace,
+    command: Sequence[str],
+    parts: Callable[[contextlib.ExitStack | None], Iterable[Iterator[PartHost]]],
+    meta_ports: tuple[int, ...] | None = None,
+    scan_type: str | None = None,
+) -> int:
+    """The hosts of ``parts`` (each part's hosts in address order; ``parts(files)`` opens
+    them anew, closed by ``files``) merged into one scan through the outputs of ``args``:
+    each port once, a host up where any part found it up (``merge``, ``show --from``).
+    The ports and scan type are the parts' own unless given."""
+    from portscout.output.merge import SeenHosts, merge_parts, survey  # merge's own
+
+    if meta_ports is None or scan_type is None:
+        meta_ports, scan_type = survey(parts(None))
     meta = ScanMeta(
-        args=("portscout", "merge", *argv), scan_type=scan_type, engine="merged",
-        ports=ports, started=time.time(), version=__version__, key=0,
+        args=tuple(command), scan_type=scan_type, engine="merged", ports=meta_ports,
+        started=time.time(), version=__version__, key=0,
     )  # fmt: skip
     report = Report(engine="merged", key=0, started=meta.started, hosts_up={})
-    up: dict[IPAddress, Reason] = {}
     dropped = 0
     opened = open_writers(args)
     try:
@@ -641,24 +684,25 @@ def run_merge(argv: Sequence[str]) -> int:
             opened.outputs.start(meta)
             seen = SeenHosts()
             opened.outputs.plan(seen, discovery=True)
-            for host, duplicates in merge_parts([_read_part(f, files) for f in args.files]):
+            for host, duplicates in merge_parts(list(parts(files))):
                 dropped += duplicates
                 seen.append(host.address)
-                if host.up:
-                    up[host.address] = host.reason
-                if host.latency is not None:
-                    report.latency[host.address] = host.latency
+                # Each host is written as it comes: the report keeps counts only.
+                up = {host.address: host.reason} if host.up else {}
+                latency = {} if host.latency is None else {host.address: host.latency}
                 for result in host.results:
                     report.add(result)
                 opened.outputs.add(host.results)
-                opened.outputs.group_done(seen.size, up, report.latency)
-            report.hosts_up, report.hosts_total, report.finished = up, seen.size, time.time()
+                opened.outputs.group_done(seen.size, up, latency)
+                report.results.clear()
+                report.released_up += len(up)
+            report.hosts_total, report.finished = seen.size, time.time()
             opened.finish(report)
     except BaseException:
         opened.discard()
         raise
     if dropped:
-        _say(f"portscout: merge: {dropped} duplicate port line(s) kept once")
+        _say(f"portscout: {command[1]}: {dropped} duplicate port line(s) kept once")
     return _exit_code(EXIT_OK, (), opened.faults, None)
 
 

@@ -9,15 +9,18 @@ the network is a few integers and the scan's options (``Job``) in, the unit's re
 On the worker, ``run_unit`` is a plain function: Dask runs it in a worker thread, and it
 runs the scan's own event loop there (``asyncio.Runner``), never on Dask's loop.
 
-The client keeps at most two units per worker thread submitted, hands results to the
-outputs as units finish (``as_completed``), and calls ``Scan.on_group_done`` once every
-part of a group and of the groups before it is in, so outputs stay in address order and
-the client holds a few groups, never the scan. Delivery is at-least-once: a worker that
-dies mid-unit has its unit run again by Dask (nothing of a unit arrives before it ends),
-and a unit that runs far longer than its peers (a straggler) is submitted a second time,
-the first copy to finish winning. Results are de-duplicated by unit: a unit's results are
-taken once, whichever copy brings them, and units are disjoint in (host, port), so no
-port is counted twice (a set of every port seen would grow with the scan).
+The client keeps at most two units per worker thread running or queued, learns of units
+finished as they finish (``as_completed``), fetches their results in group order (a unit
+finished ahead of its turn leaves them on its worker until its group is next), and calls
+``Scan.on_group_done`` once every part of a group is in, so outputs stay in address order
+and the client holds the results of one group's units, never the scan's (a Ctrl-C loses
+the units finished ahead of their turn: a resume runs them again). Delivery is
+at-least-once: a worker that dies mid-unit has its unit run again by Dask (nothing of a
+unit arrives before it ends), and a unit that runs far longer than its peers (a
+straggler) is submitted a second time, the first copy to finish winning. Results are
+de-duplicated by unit: a unit's results are taken once, whichever copy brings them, and
+units are disjoint in (host, port), so no port is counted twice (a set of every port
+seen would grow with the scan).
 
 Rates: each of the cluster's worker threads gets ``1/threads`` of ``--max-rate`` and of
 the parallelism (``per_process``), so the whole scan keeps the rate asked for. Per-host
@@ -37,7 +40,7 @@ import logging
 import statistics
 import time
 from array import array
-from collections.abc import Callable, Generator, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -148,11 +151,11 @@ def run_unit(job: Job, unit: Unit) -> UnitResult:
 
 @contextlib.contextmanager
 def connect(address: str) -> Iterator[Client]:
-    """A client of the scheduler at ``address``, or of a LocalCluster of N worker
-    processes for ``local:N``; closed (the cluster too) on exit. UsageError (exit 2)
-    without Dask or for a bad ``local:N``."""
+    """A client of the scheduler at ``address``, or of a scheduler and N worker processes
+    started here for ``local:N`` (``dask_local``); closed (the cluster too) on exit.
+    UsageError (exit 2) without Dask or for a bad ``local:N``."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError as exc:
         raise UsageError(INSTALL_HINT) from exc
     if not address.startswith("local:"):
@@ -166,17 +169,9 @@ def connect(address: str) -> Iterator[Client]:
     count = address.removeprefix("local:")
     if not count.isdigit() or int(count) < 1:
         raise OptionError(f"invalid --dask '{address}': want ADDRESS or local:N, N >= 1")
-    with (
-        LocalCluster(
-            n_workers=int(count),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,  # the workers' notes on units cancelled by Ctrl-C
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    from portscout.dask_local import local_cluster
+
+    with local_cluster(int(count), 1) as client:
         yield client
 
 
@@ -227,6 +222,7 @@ class DaskRun:
         *,
         parts: int | None = None,
         task: Callable[[Job, Unit], UnitResult] = run_unit,
+        finished: Collection[Unit] = (),
     ) -> None:
         self.scan = scan
         self.client = client
@@ -234,6 +230,15 @@ class DaskRun:
         self.threads = worker_threads(client)
         self.span, self.parts = unit_shape(scan, self.threads)
         self.parts = parts or self.parts
+        # Units an earlier run finished (the history's): not run again. The run takes
+        # their shape, whatever the cluster now has, so that its units are the same.
+        self.finished = frozenset(finished)
+        if self.finished:
+            self.parts = next(iter(self.finished)).count
+            widest = max(u.stop - u.start for u in self.finished)
+            self.span = max(1, -(-widest // scan.config.hostgroup))
+        # Told of each unit whose results were just handed out (the history records it).
+        self.on_unit_done: Callable[[Unit], None] | None = None
         config = scan.config
         policy = per_process(scan.policy, self.threads)
         self.job = Job(
@@ -251,6 +256,7 @@ class DaskRun:
         self.latencies: list[float] = []  # client seconds from submit to result, each unit
         self.covered = 0  # probes (of every target) in the units finished
         self.planned_in = 0  # probes those units planned (hosts up)
+        self._arrived: list[Future[UnitResult]] = []  # finished, results not fetched yet
 
     def units(self) -> Iterator[tuple[HostGroup, list[Unit]]]:
         """Each span of host groups with its units, those with probes left only."""
@@ -269,7 +275,11 @@ class DaskRun:
     def _left(self, unit: Unit) -> bool:
         """Whether ``unit`` has a probe not answered in an earlier run (``config.done``).
 
-        Probes of hosts found down were never answered: their units run again."""
+        Probes of hosts found down were never answered: their units run again, unless
+        the history recorded the unit done (``finished``)."""
+        if unit in self.finished:
+            self.skipped += 1
+            return False
         done = self.scan.config.done
         if not done or any(probe not in done for probe in self._probes(unit)):
             return True
@@ -314,14 +324,17 @@ class DaskRun:
                 if pending.empty():
                     return
                 ready = finished.next_batch(block=False)
-                if not ready:
+                for future in ready:
+                    pending.arrive(future)
+                    self._arrived.append(future)
+                taken = False
+                for batch in self._take_in_order(pending):
+                    taken = True
+                    yield batch
+                if not taken:
                     self._restart_stragglers(pending, finished)
                     time.sleep(TICK_SECONDS)
                     yield []
-                    continue
-                for future in ready:
-                    yield self._take(future, pending)
-                    pending.flush()  # after the outputs have the group's last results
         except (KeyboardInterrupt, asyncio.CancelledError):
             report.interrupted = True
             raise
@@ -329,8 +342,29 @@ class DaskRun:
             pending.cancel_all(self.client)
             report.finished = time.time()
 
+    def _take_in_order(self, pending: _Pending) -> Generator[list[Result], None, None]:
+        """The results of the units finished of the first group not yet written, then
+        (that group written) of the next, and so on.
+
+        A unit finished ahead of its turn leaves its results on its worker until then:
+        fetched early they would wait in the client's outputs for the groups before them
+        (with 2 units a worker thread in flight, a quarter of a /8's hosts up: 100 MB),
+        where now the client holds the units of one group at a time."""
+        while True:
+            head = pending.head()
+            take = [f for f in self._arrived if pending.start_of(f) in (None, head)]
+            if not take:
+                return
+            keys = {f.key for f in take}
+            self._arrived = [f for f in self._arrived if f.key not in keys]
+            for future in take:
+                yield self._take(future, pending)
+            pending.flush()  # after the outputs have the group's last results
+
     def _submit(self, group: HostGroup, unit: Unit) -> Future[UnitResult]:
         self.submitted += 1
+        log.debug("unit %d-%d part %d/%d submitted", unit.start, unit.stop, unit.index,
+                  unit.count)  # fmt: skip
         return self.client.submit(self.task, self._job_for(unit), unit, pure=False)
 
     def _take(self, future: Future[UnitResult], pending: _Pending) -> list[Result]:
@@ -366,6 +400,8 @@ class DaskRun:
             self.scan.defer_closed(outcome.closed)
         self._estimate(entry.unit, outcome.probes_planned)
         pending.unit_done(entry)
+        if self.on_unit_done is not None:
+            self.on_unit_done(entry.unit)
         return results
 
     def _estimate(self, unit: Unit, planned: int) -> None:
@@ -394,6 +430,7 @@ class _Entry:
     unit: Unit
     since: float
     futures: list[Future[UnitResult]]
+    arrived: bool = False  # a copy finished (its results may wait on the worker)
 
 
 class _Pending:
@@ -403,7 +440,7 @@ class _Pending:
         self.scan = scan
         self.window = window
         self.by_future: dict[Hashable, _Entry] = {}
-        self.open = 0  # units submitted, not in yet
+        self.open = 0  # units submitted, not finished yet
         self.groups: list[tuple[HostGroup, int]] = []  # (group, units not in), in order
         self.exhausted = False
         self.entries: list[_Entry] = []
@@ -447,8 +484,26 @@ class _Pending:
                 client.cancel(other)
         return entry
 
+    def arrive(self, future: Future[UnitResult]) -> None:
+        """A copy of a unit finished: room for another unit in the window."""
+        entry = self.by_future.get(future.key)
+        if entry is not None and not entry.arrived:
+            entry.arrived = True
+            self.open -= 1
+
+    def head(self) -> int | None:
+        """Where the first group not yet written starts (None: none is left)."""
+        return self.groups[0][0].start if self.groups else None
+
+    def start_of(self, future: Future[UnitResult]) -> int | None:
+        """Where the group of ``future``'s unit starts; None for a copy already in."""
+        entry = self.by_future.get(future.key)
+        return None if entry is None else entry.group.start
+
     def unit_done(self, entry: _Entry) -> None:
-        self.open -= 1
+        if not entry.arrived:
+            entry.arrived = True
+            self.open -= 1
         self.entries.remove(entry)
         for i, (group, left) in enumerate(self.groups):
             if group.start == entry.group.start:
@@ -464,7 +519,9 @@ class _Pending:
     def overdue(self, limit: float) -> list[tuple[HostGroup, Unit]]:
         now = time.monotonic()
         return [
-            (e.group, e.unit) for e in self.entries if len(e.futures) == 1 and now - e.since > limit
+            (e.group, e.unit)
+            for e in self.entries
+            if len(e.futures) == 1 and not e.arrived and now - e.since > limit
         ]
 
     def again(self, unit: Unit, future: Future[UnitResult]) -> Future[UnitResult]:

@@ -9,11 +9,12 @@ database read-only and never change a byte of it (an older schema is read as it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from portscout.cli import (
     EXIT_BROKEN_PIPE,
@@ -22,6 +23,7 @@ from portscout.cli import (
     add_dask_option,
     add_history_options,
     add_output_options,
+    answer_reason,
     build_parser,
     open_writers,
     output_options,
@@ -33,10 +35,13 @@ from portscout.cli import _Parser as Parser
 from portscout.errors import OptionError, PortscoutError, StoreError
 from portscout.history_config import config_from_record, recorded_resolver
 from portscout.outfiles import refuse_shared
+from portscout.output.hosts import address_key
+from portscout.output.merge import PartHost
 from portscout.output.ndiff import diff_text
 from portscout.ports import service_names
-from portscout.results import Result, State
+from portscout.results import IPAddress, Reason, Result, State
 from portscout.store import (
+    ScanStatus,
     Store,
     StoredScan,
     diff_scans,
@@ -70,8 +75,16 @@ def _count(text: str) -> int:
 
 def _command_parser(command: str) -> argparse.ArgumentParser:
     p = Parser(prog=f"portscout {command}")
-    if command in ("show", "resume"):
+    if command == "resume":
         p.add_argument("id", type=_scan_id, metavar="ID", help="the scan's id (portscout history)")
+        add_output_options(p)
+    if command == "show":
+        p.add_argument("id", type=_scan_id, nargs="?", metavar="ID",
+                       help="the scan's id (portscout history); with --from, that scan of"
+                       " each database file (default: each file's newest)")  # fmt: skip
+        p.add_argument("--from", dest="from_files", nargs="+", metavar="FILE",
+                       help="join the --shard parts FILE... (history databases, or JSON"
+                       " lines written with -oJ FILE --no-fold) into one scan")  # fmt: skip
         add_output_options(p)
     if command == "forget":
         p.add_argument("ids", type=_scan_id, nargs="*", metavar="ID", help="scans to delete")
@@ -104,7 +117,11 @@ def run_command(command: str, argv: Sequence[str]) -> int:
         return _resume(args)
     if command == "forget":
         return _forget(args)
+    if command == "show" and args.from_files:
+        return _show_from(args)
     if command == "show":
+        if args.id is None:
+            raise OptionError("show what? give a scan id, or --from FILE... (parts to join)")
         refuse_shared(output_options(args).files, str(db_path(args)))
     if command == "history" and not db_path(args).exists():
         # Nothing scanned yet is a fact, not an error (was: exit 1, "no history database").
@@ -209,6 +226,92 @@ def _show(stored: StoredScan, results: Sequence[Result], args: argparse.Namespac
         name, reason = next(iter(opened.faults.errors.items()))
         raise StoreError(f"cannot write '{name}': {reason}")
     return EXIT_OK
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _show_from(args: argparse.Namespace) -> int:
+    """``show --from FILE...``: the parts of one scan joined as ``merge`` joins JSON
+    lines, each port once. A database part gives the hosts with results of its scan
+    (``ID``, else its newest); the parts' scans must share their key (--seed)."""
+    from portscout.cli import _read_part as read_json_part
+    from portscout.cli import write_joined
+
+    files: list[tuple[str, list[PartHost] | None]] = []
+    metas: list[tuple[str, StoredScan]] = []
+    for path in args.from_files:
+        if not _is_database(path):
+            files.append((path, None))
+            continue
+        with Store.open(path, readonly=True) as store:
+            stored = _part_scan(store, path, args.id)
+            files.append((path, _hosts_of(stored, store.results(stored.id))))
+        metas.append((path, stored))
+    _check_parts(metas)
+    ports: tuple[int, ...] | None = None
+    scan_type: str | None = None
+    if metas and len(metas) == len(files):  # databases only: the ports they scanned
+        ports = tuple(sorted({p for _, m in metas for p in m.meta.ports}))
+        scan_type = metas[0][1].meta.scan_type
+
+    def parts(opened: contextlib.ExitStack | None) -> Iterator[Iterator[PartHost]]:
+        for path, hosts in files:
+            yield iter(hosts) if hosts is not None else read_json_part(path, opened)
+
+    command = ("portscout", "show", "--from", *args.from_files)
+    return write_joined(args, command, parts, ports, scan_type)
+
+
+def _is_database(path: str) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError as exc:
+        raise OptionError(f"cannot read '{path}': {exc.strerror}") from exc
+
+
+def _part_scan(store: Store, path: str, scan_id: int | None) -> StoredScan:
+    """Scan ``scan_id`` of the part ``path``, else its newest; StoreError if none."""
+    if scan_id is not None:
+        return store.load(scan_id)
+    newest = store.scans(1)
+    if not newest:
+        raise StoreError(f"'{path}' records no scan")
+    return newest[0]
+
+
+def _check_parts(metas: Sequence[tuple[str, StoredScan]]) -> None:
+    """Parts of one scan share its key; an unfinished part is said (results missing)."""
+    for path, stored in metas:
+        first_path, first = metas[0]
+        if stored.meta.key != first.meta.key:
+            raise OptionError(
+                f"'{path}' (scan {stored.id}) has another key than '{first_path}' (scan"
+                f" {first.id}): not parts of one scan (give every --shard the same --seed)"
+            )
+        if stored.status is not ScanStatus.DONE:
+            print(
+                f"portscout: show --from: '{path}' scan {stored.id} is {stored.shown_status}:"
+                " its part is incomplete ('portscout resume' finishes it)",
+                file=sys.stderr,
+            )
+
+
+def _hosts_of(stored: StoredScan, results: Sequence[Result]) -> list[PartHost]:
+    """A recorded scan's results as hosts in address order: each host with a result is
+    up (the history keeps no host without one), with the reason of its first answer."""
+    by_host: dict[IPAddress, list[Result]] = {}
+    for result in results:
+        by_host.setdefault(result.host, []).append(result)
+    hosts = []
+    for address in sorted(by_host, key=address_key):
+        ports = sorted(by_host[address], key=lambda r: (r.protocol.value, r.port))
+        reason = next((answer_reason(r) for r in ports if answer_reason(r) is not Reason.USER_SET),
+                      Reason.USER_SET)  # fmt: skip
+        hostname = stored.meta.hostnames.get(address, "")
+        hosts.append(PartHost(address, True, reason, None, hostname, ports))
+    return hosts
 
 
 def _print_history(scans: Sequence[StoredScan], *, as_json: bool) -> None:

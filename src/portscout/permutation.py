@@ -82,6 +82,15 @@ class Shard:
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
+    def split(self, count: int) -> list[Shard]:
+        """This shard in ``count`` contiguous pieces of nearly equal length (a ``--shard``
+        part over this machine's worker processes): disjoint, covering it."""
+        if count < 1:
+            raise ValueError(f"shard count must be positive, got {count}")
+        size = len(self)
+        bounds = [self.start + size * i // count for i in range(count + 1)]
+        return [Shard(bounds[i], bounds[i + 1]) for i in range(count)]
+
 
 @dataclass(frozen=True, slots=True)
 class Permutation:

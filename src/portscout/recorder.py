@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 from portscout.errors import StoreBusyError, StoreError
 from portscout.results import ClosedPorts, Result
-from portscout.store import BUSY_SECONDS, ScanStatus, Store
+from portscout.store import BUSY_SECONDS, ScanStatus, Store, UnitRow
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,15 @@ class Recorder:
         self._buffer: list[Result] = []
         self._closed: list[ClosedPorts] = []
         self._closed_count = 0
+        self._units: list[UnitRow] = []
         self._sent = 0
         self._committed = clock()
+
+    def add_unit(self, unit: UnitRow) -> None:
+        """A Dask unit is done: recorded with the next commit, which also holds its
+        results (give them to ``add`` next): a unit is recorded done only with them."""
+        if self.failure is None:
+            self._units.append(unit)
 
     def add(
         self, results: Iterable[Result], sent: int = 0, closed_ports: Iterable[ClosedPorts] = ()
@@ -68,17 +75,17 @@ class Recorder:
         self._sent += sent
         due = self._clock() - self._committed >= self._interval
         buffered = len(self._buffer) + self._closed_count
-        if buffered >= self._max_rows or (due and (buffered or self._sent)):
+        if buffered >= self._max_rows or (due and (buffered or self._sent or self._units)):
             self.flush(wait=buffered >= 50 * self._max_rows)  # a lock held too long: wait
 
     def flush(self, *, wait: bool = True) -> None:
         """Commit what is buffered; without ``wait``, a locked database keeps it for later."""
         if self.failure is not None:
             return
-        if self._buffer or self._closed or self._sent:
+        if self._buffer or self._closed or self._sent or self._units:
             try:
                 self.store.wait_for_lock(BUSY_SECONDS if wait else SCAN_BUSY_SECONDS)
-                self.store.insert(self.scan_id, self._buffer, self._sent, self._closed)
+                self.store.insert(self.scan_id, self._buffer, self._sent, self._closed, self._units)
             except StoreBusyError as exc:
                 if wait:
                     self._fail(exc)
@@ -89,11 +96,13 @@ class Recorder:
                 self._fail(exc)
                 return
         self._buffer, self._closed, self._closed_count, self._sent = [], [], 0, 0
+        self._units = []
         self._committed = self._clock()
 
     def _fail(self, exc: StoreError) -> None:
         self.failure = str(exc)
         self._buffer, self._closed, self._closed_count, self._sent = [], [], 0, 0
+        self._units = []
         log.warning("%s; the scan goes on without recording", exc)
 
     def close(self, status: ScanStatus, finished: float) -> None:

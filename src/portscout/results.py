@@ -7,7 +7,7 @@ Core module: imports only the standard library and ``errors``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -212,6 +212,32 @@ class Report:
     # -sV: what runs on the open ports, and which signatures said so (``Service``).
     services: dict[tuple[IPAddress, int], Service] = field(default_factory=dict)
     service_database: str | None = None
+    released_up: int = 0  # hosts up dropped from ``hosts_up`` by ``release``
+
+    @property
+    def up_count(self) -> int:
+        """Hosts found up so far, those ``release`` dropped included."""
+        return len(self.hosts_up or ()) + self.released_up
+
+    def release(self, written: Callable[[IPAddress], bool]) -> None:
+        """Forget the results, the hosts up, round trips and services of the hosts
+        ``written`` says are written out; ``counts`` and ``up_count`` keep them.
+
+        The command line calls this once a host group is written (its files hold the
+        hosts): a scan of a /8 then holds what its groups in flight found, not the scan
+        (about 150 bytes a host up and a port not closed). The library's ``scan()`` keeps
+        everything: its caller reads the report.
+        """
+        self.results = [r for r in self.results if not written(r.host)]
+        if self.hosts_up:
+            gone = [a for a in self.hosts_up if written(a)]
+            for address in gone:
+                del self.hosts_up[address]
+            self.released_up += len(gone)
+        for address in [a for a in self.latency if written(a)]:
+            del self.latency[address]
+        for key in [k for k in self.services if written(k[0])]:
+            del self.services[key]
 
     def add(self, result: Result) -> None:
         self.counts[result.state] += 1

@@ -32,7 +32,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from portscout._version import __version__
 from portscout.engines import ENGINES, resolve_engine_name
@@ -185,6 +185,14 @@ def per_process(policy: TimingPolicy, processes: int) -> TimingPolicy:
     )
 
 
+class Part(NamedTuple):
+    """A --shard part of a host group's plan: its positions, and the hosts (found up) of
+    which it scans the probes."""
+
+    shard: Shard
+    hosts: Container[IPAddress]
+
+
 class Scan:
     """One scan: its plan, its engine settings and the report it fills while it runs."""
 
@@ -307,11 +315,11 @@ class Scan:
         # share of hosts up so far.
         self._planned += plan.size
         rest = self.targets.size - group.stop
-        expected = round(rest * len(report.hosts_up or ()) / group.stop) * len(self.ports)
+        expected = round(rest * report.up_count / group.stop) * len(self.ports)
         report.probes_planned = self._planned + expected - len(self.config.done)
         if self.config.ping_only:
             report.probes_planned = 0
-        return plan, replace(self._options_for(plan), rtt_hints=found.rtts)
+        return plan, replace(self._options_for(plan.size), rtt_hints=found.rtts)
 
     async def _ping(self, hosts: list[IPAddress]) -> Discovered:
         """Discovery of ``hosts`` (those of a group, or of a shard's part of it), its
@@ -331,7 +339,8 @@ class Scan:
     async def _part_batches(
         self, group: HostGroup, shard: tuple[int, int]
     ) -> AsyncGenerator[list[Result], None]:
-        """The ``shard`` part of ``group``'s probes, in this process.
+        """The ``shard`` part of ``group``'s probes, here or over this machine's worker
+        processes as a whole scan's group would be (``_plan_batches``).
 
         The part is fixed before discovery (``part_of`` every target of the group, not
         only those up), so that machines that disagree on which hosts are up still run
@@ -339,7 +348,7 @@ class Scan:
         """
         plan, part = part_of(group, self.ports, self.plan.key, shard, self.config.randomize)
         per_host = Counter(probe.host for probe in plan.probes(part))
-        options = replace(self.options, timing=self.policy)
+        options = self._options_for(len(part))
         if self.config.discovery or self.config.ping_only:
             found = await self._ping([h for h in group if h in per_host])
             up: Container[IPAddress] = found.up
@@ -351,19 +360,18 @@ class Scan:
         if self.config.ping_only:
             self.report.probes_planned = 0
             return
-        probes = (p for p in plan.probes(part, skip=self.config.done) if p.host in up)
-        async for batch in self._group_batches(plan, options, probes):
+        async for batch in self._group_batches(plan, options, Part(part, up)):
             yield batch
 
-    def _options_for(self, plan: ScanPlan) -> EngineOptions:
-        """The engine options for ``plan``: each worker's share where it is split over
-        processes, the whole policy where it runs in this process."""
-        if self._processes_for(plan) > 1:
+    def _options_for(self, size: int) -> EngineOptions:
+        """The engine options for ``size`` probes: each worker's share where they are
+        split over processes, the whole policy where they run in this process."""
+        if self._processes_for(size) > 1:
             return self.options
         return replace(self.options, timing=self.policy)
 
-    def _processes_for(self, plan: ScanPlan) -> int:
-        if self.config.processes is not None or plan.size >= PROCESS_THRESHOLD:
+    def _processes_for(self, size: int) -> int:
+        if self.config.processes is not None or size >= PROCESS_THRESHOLD:
             return self.processes
         return 1
 
@@ -411,22 +419,29 @@ class Scan:
         return max(1, min(os.cpu_count() or 1, 8))
 
     async def _plan_batches(
-        self, plan: ScanPlan, options: EngineOptions, probes: Iterator[Probe] | None = None
+        self, plan: ScanPlan, options: EngineOptions, part: Part | None = None
     ) -> AsyncGenerator[list[Result], None]:
-        """One group's port scan, in this process or split over worker processes (not
-        ``probes`` of a --shard part: filtered by discovery, they are no plan's shards)."""
-        processes = self._processes_for(plan)
-        if processes == 1 or probes is not None:
+        """One group's port scan (or its ``part``: a --shard's positions and the hosts
+        up), in this process or split over worker processes."""
+        config, report = self.config, self.report
+        processes = self._processes_for(plan.size if part is None else len(part.shard))
+        if processes == 1:
+            probes = None
+            if part is not None:
+                probes = (
+                    p for p in plan.probes(part.shard, skip=config.done) if p.host in part.hosts
+                )
             async for batch in self._in_process_batches(plan, options, probes):
                 yield batch
             return
-        config, report = self.config, self.report
+        shards = plan.shards(processes) if part is None else part.shard.split(processes)
+        log.debug("group of %d probes over %d worker processes", sum(map(len, shards)), processes)
         closed_as: ClosedAs = (
             "results" if config.keep_closed else "ports" if config.record_closed else "count"
         )
         async for closed, closed_tries, results, closed_ports in run_sharded(
-            plan, plan.shards(processes), self.engine.name, options,
-            closed_as=closed_as, skip=config.done,
+            plan, shards, self.engine.name, options, closed_as=closed_as, skip=config.done,
+            hosts=None if part is None else part.hosts,
         ):  # fmt: skip
             self._closed.extend(closed_ports)
             report.count_closed(closed)
@@ -449,7 +464,7 @@ class Scan:
             plan = ScanPlan.create(
                 group, self.ports, self.plan.key, randomized=self.config.randomize
             )
-            options = self._options_for(plan)
+            options = self._options_for(plan.size)
         if not self.config.ping_only:
             async for batch in self._group_batches(plan, options):
                 yield batch
@@ -483,20 +498,20 @@ class Scan:
             report.finished = time.time()
 
     async def _group_batches(
-        self, plan: ScanPlan, options: EngineOptions, probes: Iterator[Probe] | None = None
+        self, plan: ScanPlan, options: EngineOptions, part: Part | None = None
     ) -> AsyncGenerator[list[Result], None]:
-        """One group's port scan (``probes`` of ``plan``: a --shard part) and (-sV) its
+        """One group's port scan (``part`` of ``plan``: a --shard part) and (-sV) its
         open ports' services, each port detected as soon as the scan finds it open, while
         the scan goes on: open results are held until named, so that the group's outputs
         carry them when it is done."""
         if self.detection is None:
-            async for batch in self._plan_batches(plan, options, probes):
+            async for batch in self._plan_batches(plan, options, part):
                 yield batch
             return
         held = self._held
         detection = self.detection.follow(held, self.report)
         try:
-            async for batch in self._plan_batches(plan, options, probes):
+            async for batch in self._plan_batches(plan, options, part):
                 for r in batch:
                     if r.state is State.OPEN:
                         held[(r.host, r.port)] = r

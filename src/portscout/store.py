@@ -98,6 +98,8 @@ BUSY_SECONDS = 5.0  # how long a command waits for another's write lock
 _COLUMNS = "host, protocol, port, state, reason, rtt, tries, reason_ttl"
 _COUNTS = {State.OPEN: "n_open", State.CLOSED: "n_closed", State.FILTERED: "n_filtered"}
 _SQLITE_BUSY = 5
+# A Dask unit done (``distributed.Unit``): targets [start, stop), the part-th of parts.
+UnitRow = tuple[int, int, int, int]
 
 
 class ScanStatus(StrEnum):
@@ -363,9 +365,11 @@ class Store:
         results: Sequence[Result],
         sent: int = 0,
         closed_ports: Sequence[ClosedPorts] = (),
+        units: Sequence[UnitRow] = (),
     ) -> None:
         """Add results, closed ports (and ``sent`` probes) in one transaction, counters
-        included (``end`` recounts them exactly).
+        included (``end`` recounts them exactly), with the Dask ``units`` whose results are
+        now all in (``(start, stop, part, parts)``): a resume skips those.
 
         Closed ports are merged into 256-port bitmaps per host and reason, without RTT,
         tries and TTL: a row each cost a full scan 0.3 s and 3.5 MB; its bitmaps are 256
@@ -393,6 +397,10 @@ class Store:
                 " bits = ps_or(bits, excluded.bits), n = ps_count(ps_or(bits, excluded.bits))",
                 [(scan_id, host, proto, block, reason, bits_of(value), value.bit_count())
                  for (host, proto, reason, block), value in closed.items()],
+            )  # fmt: skip
+            self._db.executemany(
+                "INSERT OR IGNORE INTO unit (scan_id, start, stop, part, parts)"
+                " VALUES (?, ?, ?, ?, ?)", [(scan_id, *unit) for unit in units],
             )  # fmt: skip
             self._db.execute(
                 "UPDATE scan SET n_open = n_open + ?, n_closed = n_closed + ?,"
@@ -501,6 +509,14 @@ class Store:
         sql = "SELECT host, protocol, reason, ports FROM closed WHERE scan_id = ?"
         for host, protocol, reason, ports in self._run(sql, (scan_id,)):
             yield host, protocol, reason, unpack(ports)
+
+    def units(self, scan_id: int) -> frozenset[UnitRow]:
+        """The Dask units of ``scan_id`` recorded done, ``(start, stop, part, parts)``
+        (none in a file older than schema 5, read as it is)."""
+        if self._version < 5:
+            return frozenset()
+        rows = self._run("SELECT start, stop, part, parts FROM unit WHERE scan_id = ?", (scan_id,))
+        return frozenset((int(a), int(b), int(c), int(d)) for a, b, c, d in rows)
 
     def done_probes(self, scan_id: int) -> frozenset[Probe]:
         """The probes a scan has answered: what a resume must not send again."""

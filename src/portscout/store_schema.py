@@ -22,7 +22,8 @@ from portscout.results import Certificate, Protocol, Reason, Service
 # 2: closed.ports held packed 16-bit ports; 1: JSON runs. 3: closed ports as bitmaps of
 # 256-port blocks, one row per (scan, host, protocol, block, reason): a port is there once.
 # 4: result.service, what -sV found on the port (JSON; NULL without -sV).
-SCHEMA_VERSION = 4
+# 5: unit, the Dask units of a scan whose results are all recorded (a resume skips them).
+SCHEMA_VERSION = 5
 BLOCK = 256  # ports per closed-ports bitmap: 32 bytes
 _BLOCK_BYTES = BLOCK // 8
 
@@ -71,6 +72,14 @@ TABLES = {
     n INTEGER NOT NULL,            -- bits set
     PRIMARY KEY (scan_id, host, protocol, block, reason)
 ) WITHOUT ROWID""",
+    "unit": """CREATE TABLE unit (    -- Dask units done: their results are all in this file
+    scan_id INTEGER NOT NULL REFERENCES scan (id) ON DELETE CASCADE,
+    start INTEGER NOT NULL,        -- targets start ... stop - 1 (indices of the target set)
+    stop INTEGER NOT NULL,
+    part INTEGER NOT NULL,         -- the part-th of parts of their probes (1-based)
+    parts INTEGER NOT NULL,
+    PRIMARY KEY (scan_id, start, stop, part, parts)
+) WITHOUT ROWID""",
 }
 # What a schema 1 or 2 file must have before it is migrated (their ``closed`` differs).
 REQUIRED = {
@@ -115,9 +124,15 @@ def service_of(text: str | None) -> Service | None:
     )
 
 
+def has_unit_table(db: sqlite3.Connection) -> bool:
+    """Whether the file records Dask units (schema 5; an older file read as it is has not)."""
+    found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unit'")
+    return found.fetchone() is not None
+
+
 def migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Schema 1, 2 or 3 -> 4 in one transaction: closed ports become bitmaps, results get
-    a service column (all or none)."""
+    """Schema 1 to 4 -> 5 in one transaction: closed ports become bitmaps, results get
+    a service column, the table of Dask units done is added (all or none)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         check_tables(db, path)  # again, under the lock: another process may have migrated
@@ -138,6 +153,8 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
         if version < SCHEMA_VERSION:
             if not has_service_column(db):
                 db.execute("ALTER TABLE result ADD COLUMN service TEXT")
+            if not has_unit_table(db):
+                db.execute(TABLES["unit"])
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         db.execute("COMMIT")
     except (ValueError, TypeError) as exc:

@@ -128,3 +128,35 @@ def test_only_a_service_that_spoke_makes_a_port_confident() -> None:
     assert host.confidence(spoke) == 1.0
     assert host.confidence(silent) == host.confidence(wrapped) == host.confidence(guessed) == 0.2
     assert _host(10, 110).confidence(spoke) is None  # an ordinary host: nothing to doubt
+
+
+def test_without_listing_down_hosts_only_hosts_up_come_out_and_down_ones_are_counted() -> None:
+    order = HostOrder(ports_per_host=1, list_down=False)
+    order.plan(HostList(HOSTS), discovery=True)
+    order.add(results_for(HOSTS[1], [80], {80: State.OPEN}))
+    order.add(results_for(HOSTS[0], [80], {}))  # a host found down (a resumed scan's result)
+    order.group_done(3, {HOSTS[1]: Reason.ECHO_REPLY, HOSTS[3]: Reason.SYN_ACK}, {})
+    (up,) = order.ready()  # HOSTS[3] is up but its group is not done
+    assert (up.address, up.up, up.reason, [r.port for r in up.listed()]) == (
+        HOSTS[1], True, Reason.ECHO_REPLY, [80],
+    )  # fmt: skip
+    assert (order.take_down(), order.take_down()) == (2, 0)
+    order.group_done(4, {HOSTS[3]: Reason.SYN_ACK}, {})
+    assert [h.address for h in order.ready()] == [HOSTS[3]]
+    assert (order.handed_up, order.handed_down, order.take_down()) == (2, 2, 0)
+    assert order.rest() == []  # the down host's results were dropped with it
+
+
+@given(st.sets(st.integers(0, 39)), st.lists(st.integers(1, 40), max_size=6))
+def test_hosts_up_and_down_counts_agree_with_listing_them(up: set[int], stops: list[int]) -> None:
+    hosts = [ip_address(f"198.18.1.{i}") for i in range(40)]
+    found = {hosts[i]: Reason.ECHO_REPLY for i in up}
+    listed, counted = HostOrder(ports_per_host=0), HostOrder(ports_per_host=0, list_down=False)
+    out: dict[bool, list[HostResults]] = {True: [], False: []}
+    for order in (listed, counted):
+        order.plan(HostList(hosts), discovery=True)
+        for stop in [*sorted(stops), 40]:
+            order.group_done(stop, found, {})
+            out[order.list_down] += order.ready()
+    assert [h.address for h in out[False]] == [h.address for h in out[True] if h.up]
+    assert counted.take_down() == listed.handed_down == 40 - len(up)

@@ -134,3 +134,53 @@ def test_two_shard_halves_merge_to_the_single_process_scan(tmp_path: Path) -> No
     again = run("merge", "part1.jsonl", "part2.jsonl", "part1.jsonl", cwd=tmp_path)
     assert again.stdout == (tmp_path / "merged.jsonl").read_text()  # nothing doubled
     assert "duplicate port line(s) kept once" in again.stderr
+
+
+def port_lines(path: Path) -> list[dict[str, object]]:
+    return [r for r in lines_without_timing(path) if "port" in r]
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_show_from_joins_the_history_files_of_shard_parts(tmp_path: Path) -> None:
+    """Each part recorded in its own history file, as on its own machine: ``show --from``
+    gives every port of the single-process scan once; a part given twice doubles
+    nothing; JSON lines parts join as ``merge`` joins them; parts of another key are
+    refused in one line."""
+    scan = ["127.0.0.1-2", "-p", "1-1000", "--seed", "12", "-q", "--no-fold"]
+    with serve({("127.0.0.1", port): "accept" for port in OPEN}):
+        whole = run(*scan, "--no-db", "-oJ", "whole.jsonl", "-oX", "whole.xml", cwd=tmp_path)
+        halves = [
+            run(*scan, "--shard", f"{i}/2", "--db", f"part{i}.db", "-oJ", f"part{i}.jsonl",
+                cwd=tmp_path)
+            for i in (1, 2)
+        ]  # fmt: skip
+        other = run(*scan, "--seed", "13", "--shard", "2/2", "--db", "other.db", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    assert [h.returncode for h in [*halves, other]] == [0, 0, 0], [h.stderr for h in halves]
+    shown = run("show", "--from", "part1.db", "part2.db", "-oJ", "shown.jsonl", "-oX",
+                "shown.xml", "--no-fold", "-q", cwd=tmp_path)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert len(port_lines(tmp_path / "shown.jsonl")) == 2000
+    assert port_lines(tmp_path / "shown.jsonl") == port_lines(tmp_path / "whole.jsonl")
+    assert xml_ports(tmp_path / "shown.xml") == xml_ports(tmp_path / "whole.xml")
+    hosts = [r for r in lines_without_timing(tmp_path / "shown.jsonl") if "port" not in r]
+    assert [(h["host"], h["status"]) for h in hosts] == [("127.0.0.1", "up"), ("127.0.0.2", "up")]
+    again = run("show", "--from", "part1.db", "part2.db", "part1.db", "-oJ", "-", "--no-fold",
+                cwd=tmp_path)  # fmt: skip
+    assert again.stdout == (tmp_path / "shown.jsonl").read_text()  # nothing doubled
+    assert "duplicate port line(s) kept once" in again.stderr
+    jsonl = run("show", "--from", "part1.jsonl", "part2.jsonl", "-oJ", "-", "--no-fold",
+                cwd=tmp_path)  # fmt: skip
+    merged = run("merge", "part1.jsonl", "part2.jsonl", cwd=tmp_path)
+    assert jsonl.returncode == merged.returncode == 0
+    assert jsonl.stdout == merged.stdout
+    assert port_lines(tmp_path / "whole.jsonl") == [
+        {k: v for k, v in json.loads(line).items() if k not in ("rtt", "tries", "reason_ttl")}
+        for line in jsonl.stdout.splitlines()
+        if '"port"' in line
+    ]
+    refused = run("show", "--from", "part1.db", "other.db", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
+    assert "another key" in refused.stderr

@@ -20,7 +20,7 @@ import signal
 import time
 import typing
 from array import array
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from ipaddress import IPv4Address, IPv6Address
 from multiprocessing.context import ForkProcess
 from typing import Literal
@@ -99,6 +99,7 @@ def _worker(
     fd: int,
     closed_as: ClosedAs,
     skip: frozenset[Probe],
+    hosts: Container[IPAddress] | None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The command's stop handlers (SIGTERM, SIGHUP acting as Ctrl-C) came with the fork:
@@ -145,7 +146,10 @@ def _worker(
             _send_frame(fd, pickle.dumps(frame, pickle.HIGHEST_PROTOCOL))
             rows, groups, closed, closed_tries, flushed = [], {}, 0, 0, time.monotonic()
 
-        async for result in engine.run(plan.probes(shard, skip=skip), options):
+        probes = plan.probes(shard, skip=skip)
+        if hosts is not None:  # a --shard part: the hosts discovery found up only
+            probes = (probe for probe in probes if probe.host in hosts)
+        async for result in engine.run(probes, options):
             if result.state is not State.CLOSED or in_results:
                 rows.append(_encode(result))
             else:
@@ -211,9 +215,11 @@ async def run_sharded(
     *,
     closed_as: ClosedAs,
     skip: frozenset[Probe] = frozenset(),
+    hosts: Container[IPAddress] | None = None,
 ) -> AsyncIterator[tuple[int, int, list[Result], list[ClosedPorts]]]:
     """Yield ``(closed_count, closed_tries, results, closed_ports)`` batches, one forked
-    worker per shard.
+    worker per shard; with ``hosts``, only the probes of those hosts (the forked workers
+    inherit it: nothing is pickled).
 
     ``closed_as`` says how closed ports come back: as ``"results"`` like any other, as
     ``"ports"`` (``ClosedPorts`` per host and reason, for the history database) or only
@@ -240,7 +246,7 @@ async def run_sharded(
             read_fd, write_fd = os.pipe()
             process = context.Process(
                 target=_worker,
-                args=(plan, shard, engine_name, options, write_fd, closed_as, skip),
+                args=(plan, shard, engine_name, options, write_fd, closed_as, skip, hosts),
                 daemon=True,
             )
             process.start()

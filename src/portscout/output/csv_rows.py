@@ -60,6 +60,9 @@ class CsvWriter:
         self._port_scan = bool(meta.ports)
         self._write_header()
 
+    def hosts_down(self, count: int) -> None:
+        """Down hosts get no line here unless listed (``-v``)."""
+
     def host(self, host: HostResults) -> None:
         self._write_header()
         if not host.up or (self._only_open and not host.counts[State.OPEN]):

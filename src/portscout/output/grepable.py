@@ -66,6 +66,9 @@ class GrepableWriter:
             tcp = f"{len(meta.ports)};{format_ports(meta.ports)}"
             self._out.write(f"# Ports scanned: TCP({tcp}) UDP(0;) SCTP(0;) PROTOCOLS(0;)\n")
 
+    def hosts_down(self, count: int) -> None:
+        self._count.down += count
+
     def host(self, host: HostResults) -> None:
         self._count.add(host)
         if shown(host, verbose=self._verbose, only_open=self._only_open):

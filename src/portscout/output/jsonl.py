@@ -52,6 +52,9 @@ class JsonLinesWriter:
         """Nothing before the first host: every line of the file is a host or a port."""
         self._port_scan = bool(meta.ports)
 
+    def hosts_down(self, count: int) -> None:
+        """Down hosts get no line here unless listed (``-v``)."""
+
     def host(self, host: HostResults) -> None:
         if not shown(host, verbose=self._verbose, only_open=self._only_open):
             return

@@ -105,20 +105,26 @@ def survey(parts: Iterable[Iterable[PartHost]]) -> tuple[tuple[int, ...], str]:
 
 
 class SeenHosts:
-    """The hosts merged so far, in order: the ``Hosts`` the ordering stage walks."""
+    """The hosts merged so far, in order: the ``Hosts`` the ordering stage walks. Each
+    host is written before the next is merged, so only the last is kept (a merge of a
+    /8's parts holds one host, not the list)."""
 
     def __init__(self) -> None:
-        self._hosts: list[IPAddress] = []
+        self._size = 0
+        self._last: IPAddress | None = None
 
     def append(self, address: IPAddress) -> None:
-        self._hosts.append(address)
+        self._size += 1
+        self._last = address
 
     @property
     def size(self) -> int:
-        return len(self._hosts)
+        return self._size
 
     def __getitem__(self, index: int) -> IPAddress:
-        return self._hosts[index]
+        if index != self._size - 1 or self._last is None:
+            raise IndexError(f"host {index} of the merge was written and forgotten")
+        return self._last
 
 
 def _json(where: str, line: str) -> dict[str, Any]:

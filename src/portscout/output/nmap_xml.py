@@ -222,6 +222,9 @@ class NmapXmlWriter:
         ]
         self._out.write("\n".join(head) + "\n")
 
+    def hosts_down(self, count: int) -> None:
+        self._count.down += count
+
     def host(self, host: HostResults) -> None:
         self._count.add(host)
         if shown(host, verbose=self._verbose, only_open=self._only_open):

@@ -86,6 +86,9 @@ class NormalWriter:
         if self._comments:
             self._out.write(f"# {initiated(meta)}\n")
 
+    def hosts_down(self, count: int) -> None:
+        self._count.down += count
+
     def host(self, host: HostResults) -> None:
         self._count.add(host)
         if self._quiet or not shown(host, verbose=self._verbose, only_open=self._only_open):

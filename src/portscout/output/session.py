@@ -144,6 +144,7 @@ class Outputs:
             limit=ignore_limit(self.options.verbose),
             detail=self.options.detail,
             names=meta.hostnames,
+            list_down=self.options.verbose >= 1 and not self.options.only_open,
         )
         for writer in self.writers:
             writer.start(meta)
@@ -183,6 +184,10 @@ class Outputs:
         return self.order.handed_up
 
     def _deliver(self, hosts: Sequence[HostResults]) -> None:
+        down = self.order.take_down()
+        if down:
+            for writer in self.writers:
+                writer.hosts_down(down)
         for host in hosts:
             if self._reverse is not None and host.up and not host.hostname:
                 name = self._reverse(host.address)
