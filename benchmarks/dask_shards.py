@@ -80,7 +80,7 @@ def sent(stderr: str) -> int:
     return int(match.group(1).replace(",", "")) if match else 0
 
 
-def lab_rows(work: Path) -> list[str]:
+def lab_rows(work: Path, only: frozenset[str] = frozenset()) -> list[str]:
     lines = ["| run | wall (s) | probes sent | probes/s | open found / expected | wrong state |",
              "|---|--:|--:|--:|--:|--:|"]  # fmt: skip
     with Lab(**SCENARIO.lab, max_seconds=3600) as lab:
@@ -99,6 +99,8 @@ def lab_rows(work: Path) -> list[str]:
                 portscout("--shard", f"{i}/2", "-oJ", str(work / f"part{i}.jsonl")) for i in (1, 2)
             ],
         }
+        if only:
+            runs = {name: commands for name, commands in runs.items() if name in only}
         cluster = running_cluster(address)
         for name, commands in runs.items():
             time.sleep(2)  # RST buckets refill
@@ -317,6 +319,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="simulate a /12, not a /8")
     parser.add_argument("--only", choices=("lab", "sim"))
+    parser.add_argument("--rows", metavar="NAMES",
+                        help="lab: only these rows (comma-separated, e.g. 'one process,four"
+                        " processes')")  # fmt: skip
     parser.add_argument("--no-outputs", action="store_true",
                         help="only simulate without the output stage")  # fmt: skip
     parser.add_argument("--outputs-only", action="store_true",
@@ -335,7 +340,8 @@ def main() -> int:
     lines = [f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "lab"):
-            lines += [*lab_rows(Path(tmp)), ""]
+            rows = frozenset(args.rows.split(",")) if args.rows else frozenset()
+            lines += [*lab_rows(Path(tmp), rows), ""]
         if args.only in (None, "sim"):
             # Simulated (no packet is sent); loopback all the same, as every target here.
             prefix = "127.0.0.0/12" if args.quick else "127.0.0.0/8"

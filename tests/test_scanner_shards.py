@@ -15,7 +15,7 @@ import portscout
 from portscout import OptionError, State, scanner
 from portscout.engines.processes import run_sharded
 from portscout.permutation import Shard
-from portscout.plan import HostList, Probe, ScanPlan, host_groups
+from portscout.plan import HostList, Piece, Probe, ScanPlan, host_groups
 from portscout.scanner import part_of
 from tests.engines.conftest import serve
 
@@ -115,6 +115,66 @@ def test_a_shard_splits_into_disjoint_pieces_that_cover_it(
 
 @pytest.mark.netns
 @pytest.mark.usefixtures("isolated")
+def test_worker_processes_split_a_group_by_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group of several hosts goes to the worker processes host by host: each host meets
+    one scanner (its timing learns its rate limits alone), and together they cover the
+    scan exactly as one process does (5 hosts of which 127.0.0.1 listens, 2000 ports)."""
+    seen: list[list[Piece]] = []
+
+    def spy(given: list[Piece], *args: Any, **kwargs: Any) -> Any:
+        seen.append(given)
+        return run_sharded(given, *args, **kwargs)
+
+    monkeypatch.setattr(scanner, "run_sharded", spy)
+    options = {"key": 9, "discovery": False, "keep_closed": True}
+    with serve({("127.0.0.1", port): "accept" for port in OPEN}):
+        whole = list(portscout.iscan(["127.0.0.1-5"], "1-2000", processes=1, **options))
+        split = list(portscout.iscan(["127.0.0.1-5"], "1-2000", processes=4, **options))
+    (pieces,) = seen
+    hosts = [{p.host for p in sent_by(piece)} for piece in pieces]
+    assert len(pieces) == 4
+    assert sum(map(len, hosts)) == len(set().union(*hosts)) == 5  # disjoint, all 5
+    assert sorted((r.host, r.port, r.state) for r in split) == sorted(
+        (r.host, r.port, r.state) for r in whole
+    )
+
+
+def sent_by(piece: Piece) -> list[Probe]:
+    """The probes a worker given ``piece`` sends."""
+    plan, shard, hosts = piece
+    return [p for p in plan.probes(shard) if hosts is None or p.host in hosts]
+
+
+def test_one_host_is_split_over_two_processes_at_most() -> None:
+    plan = ScanPlan.create(HostList([IPv4Address("127.0.0.1")]), range(1, 1001), 3)
+    pieces = plan.pieces(8)
+    assert len(pieces) == 2
+    assert sorted(p.port for piece in pieces for p in sent_by(piece)) == list(range(1, 1001))
+
+
+@given(
+    hosts=st.integers(1, 40), count=st.integers(1, 9), shards=st.integers(1, 4),
+    up=st.sets(st.integers(0, 39)),
+)  # fmt: skip
+def test_pieces_give_each_host_to_one_worker_and_cover_the_part(
+    hosts: int, count: int, shards: int, up: set[int]
+) -> None:
+    addresses = [IPv4Address(f"127.0.1.{i}") for i in range(hosts)]
+    plan = ScanPlan.create(HostList(addresses), range(1, 21), 11)
+    found = {addresses[i] for i in up if i < hosts}
+    for shard in plan.shards(shards):
+        pieces = plan.pieces(count, shard, found)
+        sent = [sent_by(piece) for piece in pieces]
+        assert sorted(p for probes in sent for p in probes) == sorted(
+            p for p in plan.probes(shard) if p.host in found
+        )
+        if len(found) > 1:
+            owners = [{p.host for p in probes} for probes in sent]
+            assert sum(map(len, owners)) == len(set().union(*owners))
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
 @pytest.mark.parametrize("discovery", [True, False])
 def test_a_part_uses_the_worker_processes_and_parts_still_add_up(
     discovery: bool, monkeypatch: pytest.MonkeyPatch
@@ -122,11 +182,11 @@ def test_a_part_uses_the_worker_processes_and_parts_still_add_up(
     """``--shard I/N`` on 2 worker processes, as a whole scan would run: each part's
     positions split between them, only the hosts found up; the parts stay disjoint and
     cover the scan (3 hosts of which 127.0.0.1 listens, 2000 ports)."""
-    pieces: list[list[Shard]] = []
+    pieces: list[list[Piece]] = []
 
-    def spy(plan: ScanPlan, shards: list[Shard], *args: Any, **kwargs: Any) -> Any:
-        pieces.append(shards)
-        return run_sharded(plan, shards, *args, **kwargs)
+    def spy(given: list[Piece], *args: Any, **kwargs: Any) -> Any:
+        pieces.append(given)
+        return run_sharded(given, *args, **kwargs)
 
     monkeypatch.setattr(scanner, "run_sharded", spy)
     targets = ["127.0.0.1-3"]
@@ -137,6 +197,10 @@ def test_a_part_uses_the_worker_processes_and_parts_still_add_up(
             list(portscout.iscan(targets, "1-2000", shard=(i, 3), **options)) for i in (1, 2, 3)
         ]
     assert [len(p) for p in pieces] == [2, 2, 2]  # each part over 2 processes
+    for split in pieces:  # by host: each host of a part meets one of them
+        hosts = [frozenset(h for h in ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+                           if IPv4Address(h) in (piece[2] or ())) for piece in split]  # fmt: skip
+        assert not hosts[0] & hosts[1]
     seen = [(r.host, r.port, r.state) for part in parts for r in part]
     assert len(seen) == len(set(seen)) == 6000
     assert set(seen) == {(r.host, r.port, r.state) for r in whole}

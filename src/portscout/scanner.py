@@ -319,7 +319,8 @@ class Scan:
         report.probes_planned = self._planned + expected - len(self.config.done)
         if self.config.ping_only:
             report.probes_planned = 0
-        return plan, replace(self._options_for(plan.size), rtt_hints=found.rtts)
+        options = self._options_for(self._processes_for(plan.size))
+        return plan, replace(options, rtt_hints=found.rtts)
 
     async def _ping(self, hosts: list[IPAddress]) -> Discovered:
         """Discovery of ``hosts`` (those of a group, or of a shard's part of it), its
@@ -348,7 +349,7 @@ class Scan:
         """
         plan, part = part_of(group, self.ports, self.plan.key, shard, self.config.randomize)
         per_host = Counter(probe.host for probe in plan.probes(part))
-        options = self._options_for(len(part))
+        options = self._options_for(self._processes_for(len(part)))
         if self.config.discovery or self.config.ping_only:
             found = await self._ping([h for h in group if h in per_host])
             up: Container[IPAddress] = found.up
@@ -363,10 +364,10 @@ class Scan:
         async for batch in self._group_batches(plan, options, Part(part, up)):
             yield batch
 
-    def _options_for(self, size: int) -> EngineOptions:
-        """The engine options for ``size`` probes: each worker's share where they are
-        split over processes, the whole policy where they run in this process."""
-        if self._processes_for(size) > 1:
+    def _options_for(self, processes: int) -> EngineOptions:
+        """The engine options for a scan over ``processes``: each worker's share where it
+        is split, the whole policy where it runs in this process."""
+        if processes > 1:
             return self.options
         return replace(self.options, timing=self.policy)
 
@@ -434,14 +435,17 @@ class Scan:
             async for batch in self._in_process_batches(plan, options, probes):
                 yield batch
             return
-        shards = plan.shards(processes) if part is None else part.shard.split(processes)
-        log.debug("group of %d probes over %d worker processes", sum(map(len, shards)), processes)
+        pieces = (
+            plan.pieces(processes)
+            if part is None
+            else plan.pieces(processes, part.shard, part.hosts)
+        )
+        log.debug("group of %d probes over %d worker processes", plan.size, len(pieces))
         closed_as: ClosedAs = (
             "results" if config.keep_closed else "ports" if config.record_closed else "count"
         )
         async for closed, closed_tries, results, closed_ports in run_sharded(
-            plan, shards, self.engine.name, options, closed_as=closed_as, skip=config.done,
-            hosts=None if part is None else part.hosts,
+            pieces, self.engine.name, options, closed_as=closed_as, skip=config.done,
         ):  # fmt: skip
             self._closed.extend(closed_ports)
             report.count_closed(closed)
@@ -464,7 +468,7 @@ class Scan:
             plan = ScanPlan.create(
                 group, self.ports, self.plan.key, randomized=self.config.randomize
             )
-            options = self._options_for(plan.size)
+            options = self._options_for(self._processes_for(plan.size))
         if not self.config.ping_only:
             async for batch in self._group_batches(plan, options):
                 yield batch

@@ -376,7 +376,7 @@ def test_sharded_workers_each_see_only_their_answers(monkeypatch: pytest.MonkeyP
     async def collect() -> list[Result]:
         out: list[Result] = []
         async for _closed, _tries, batch, _ports in run_sharded(
-            plan, plan.shards(2), "syn", FAST, closed_as="results"
+            [(plan, s, None) for s in plan.shards(2)], "syn", FAST, closed_as="results"
         ):
             out.extend(batch)
         return out
@@ -414,7 +414,7 @@ def test_sharded_workers_count_closed_ports(
     async def collect() -> tuple[int, list[Result], list[int]]:
         closed, out, ports, sent = 0, list[Result](), list[int](), 0
         async for count, tries, batch, groups in run_sharded(
-            plan, plan.shards(2), "syn", FAST, closed_as=closed_as
+            [(plan, s, None) for s in plan.shards(2)], "syn", FAST, closed_as=closed_as
         ):
             closed += count
             sent += tries + sum(r.tries for r in batch)

@@ -20,7 +20,7 @@ import signal
 import time
 import typing
 from array import array
-from collections.abc import AsyncIterator, Container
+from collections.abc import AsyncIterator, Container, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from multiprocessing.context import ForkProcess
 from typing import Literal
@@ -28,7 +28,7 @@ from typing import Literal
 from portscout.engines.base import EngineOptions
 from portscout.errors import ScanError
 from portscout.permutation import Shard
-from portscout.plan import Probe, ScanPlan
+from portscout.plan import Piece, Probe, ScanPlan
 from portscout.results import ClosedPorts, IPAddress, Protocol, Reason, Result, State
 
 ClosedAs = Literal["results", "ports", "count"]
@@ -147,7 +147,7 @@ def _worker(
             rows, groups, closed, closed_tries, flushed = [], {}, 0, 0, time.monotonic()
 
         probes = plan.probes(shard, skip=skip)
-        if hosts is not None:  # a --shard part: the hosts discovery found up only
+        if hosts is not None:  # some hosts only (another worker's, or found down)
             probes = (probe for probe in probes if probe.host in hosts)
         async for result in engine.run(probes, options):
             if result.state is not State.CLOSED or in_results:
@@ -208,18 +208,17 @@ def _send_frame(fd: int, payload: bytes) -> None:
 
 
 async def run_sharded(
-    plan: ScanPlan,
-    shards: list[Shard],
+    pieces: Sequence[Piece],
     engine_name: str,
     options: EngineOptions,
     *,
     closed_as: ClosedAs,
     skip: frozenset[Probe] = frozenset(),
-    hosts: Container[IPAddress] | None = None,
 ) -> AsyncIterator[tuple[int, int, list[Result], list[ClosedPorts]]]:
     """Yield ``(closed_count, closed_tries, results, closed_ports)`` batches, one forked
-    worker per shard; with ``hosts``, only the probes of those hosts (the forked workers
-    inherit it: nothing is pickled).
+    worker per piece: a plan, the shard of it to scan and, unless None, the only hosts
+    whose probes it sends (``ScanPlan.pieces``; the forked workers inherit them: nothing
+    is pickled).
 
     ``closed_as`` says how closed ports come back: as ``"results"`` like any other, as
     ``"ports"`` (``ClosedPorts`` per host and reason, for the history database) or only
@@ -242,7 +241,7 @@ async def run_sharded(
             queue.put_nowait(None)
 
     try:
-        for shard in shards:
+        for plan, shard, hosts in pieces:
             read_fd, write_fd = os.pipe()
             process = context.Process(
                 target=_worker,
