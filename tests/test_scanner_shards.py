@@ -205,3 +205,21 @@ def test_a_part_uses_the_worker_processes_and_parts_still_add_up(
     assert len(seen) == len(set(seen)) == 6000
     assert set(seen) == {(r.host, r.port, r.state) for r in whole}
     assert sorted(r.port for part in parts for r in part if r.state is State.OPEN) == list(OPEN)
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_workers_share_the_rate_among_those_that_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One host on 8 processes runs on 2 (``ScanPlan.pieces``): each gets half of
+    ``--max-rate``, not an eighth."""
+    rates: list[float | None] = []
+
+    def spy(given: list[Piece], engine: str, options: Any, **kwargs: Any) -> Any:
+        rates.extend(options.timing.max_rate for _ in given)
+        return run_sharded(given, engine, options, **kwargs)
+
+    monkeypatch.setattr(scanner, "run_sharded", spy)
+    options = {"key": 4, "discovery": False, "processes": 8, "max_rate": 20000}
+    results = list(portscout.iscan(["127.0.0.1"], "1-2000", **options))
+    assert len(results) == 2000
+    assert rates == [10000, 10000]

@@ -226,14 +226,8 @@ class Scan:
         self._closed: list[ClosedPorts] = []
         self.detection = _service_detection(config)
         # -sV runs beside the port scan: its sockets come out of the scan's descriptors.
-        detecting = self.detection.sockets if self.detection is not None else 0
-        share = per_process(self.policy, self.processes)
-        self.options = EngineOptions(
-            max_in_flight=min(
-                share.max_parallelism, fd_budget(raise_fd_limit() - detecting, self.processes)
-            ),
-            timing=share,
-            workers=config.workers,
+        self.options = self._shared(
+            EngineOptions(timing=self.policy, workers=config.workers), self.processes
         )
         self.report = Report(
             engine=self.engine.name,
@@ -371,6 +365,15 @@ class Scan:
             return self.options
         return replace(self.options, timing=self.policy)
 
+    def _shared(self, options: EngineOptions, workers: int) -> EngineOptions:
+        """``options`` for each of ``workers`` processes: its share of the rates and the
+        parallelism, and of the descriptors (-sV runs beside the port scan: its sockets
+        come out of the scan's)."""
+        detecting = self.detection.sockets if self.detection is not None else 0
+        share = per_process(self.policy, workers)
+        budget = fd_budget(raise_fd_limit() - detecting, workers)
+        return replace(options, timing=share, max_in_flight=min(share.max_parallelism, budget))
+
     def _processes_for(self, size: int) -> int:
         if self.config.processes is not None or size >= PROCESS_THRESHOLD:
             return self.processes
@@ -441,6 +444,8 @@ class Scan:
             else plan.pieces(processes, part.shard, part.hosts)
         )
         log.debug("group of %d probes over %d worker processes", plan.size, len(pieces))
+        if len(pieces) != processes:  # fewer hosts than processes: each gets a larger share
+            options = self._shared(options, len(pieces))
         closed_as: ClosedAs = (
             "results" if config.keep_closed else "ports" if config.record_closed else "count"
         )
