@@ -48,7 +48,7 @@ from portscout.targets import Resolver, parse_targets
 from portscout.timing import TimingPolicy, parse_template
 
 if TYPE_CHECKING:
-    from portscout.engines.discovery import Discovered
+    from portscout.engines.pinger import Discovered
     from portscout.engines.service import ServiceStage
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ class Scan:
         from portscout.engines.discovery import discover  # imports the connect engine
 
         options = replace(self.options, timing=self.policy)
-        found = await discover(hosts, options, icmp=raw_sockets_allowed())
+        found = await discover(hosts, options, raw=raw_sockets_allowed())
         report = self.report
         if report.hosts_up is None:
             report.hosts_up = {}
