@@ -13,6 +13,7 @@ import pytest
 from portscout import Reason, State
 from portscout.engines.pinger import Found, Ping, raw_pings
 from portscout.lab import Host, Lab, Link, ListenerMode
+from portscout.results import IPAddress
 from portscout.scanner import Scan, ScanConfig, drive
 from portscout.timing import TimingPolicy
 
@@ -150,3 +151,15 @@ def test_each_ping_kind_alone_finds_only_its_host(kind: Ping, host: IPv4Address)
         asyncio.run(raw_pings(hosts, TimingPolicy(), found, kinds=[kind]))
     assert set(found.result.up) == {host}
     assert host in found.result.rtts
+
+
+def test_a_group_pinged_ahead_is_reported_in_its_turn() -> None:
+    """The next group is pinged while this one's ports are scanned; its hosts join the
+    report (and the outputs) only once its own turn comes."""
+    with Lab(lab_hosts(), link=Link(rtt=0.010)):
+        scan = Scan(ScanConfig(targets=["198.18.7.10-12"], ports="20-25", hostgroup=1))
+        seen: list[set[IPAddress]] = []
+        scan.on_group_done = lambda group: seen.append(set(scan.report.hosts_up or ()))
+        results = [r for batch in drive(scan) for r in batch]
+    assert seen == [{UP_OPEN}, {UP_OPEN, UP_SILENT}, {UP_OPEN, UP_SILENT}]
+    assert {r.host for r in results} == {UP_OPEN, UP_SILENT}
