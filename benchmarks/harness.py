@@ -14,7 +14,9 @@ C launcher built by ``build_launcher``, forks the command instead and reports it
 adds up the PSS (proportional set size: a page mapped by n processes counts 1/n in each, so
 forked workers sharing their parent's pages are not counted twice) of the command and its
 descendants every ``SAMPLE_INTERVAL`` seconds (``tree_pss_kb``: sampled, so it can miss a
-short peak).
+short peak), and their RSS too (``tree_rss_kb``: each process's resident pages summed, shared
+pages counted once per process that maps them; an upper bound of what the tree holds, and
+what "RSS summed over the process tree" means in the issues).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Measurement:
     cpu_sys: float
     peak_rss_kb: int  # ru_maxrss: the largest single process of the tree
     tree_pss_kb: int  # sampled peak of the tree's summed PSS (0 if never sampled)
+    tree_rss_kb: int = 0  # sampled peak of the tree's summed RSS (0 if never sampled)
     returncode: int
     timed_out: bool
     stdout: str
@@ -67,46 +70,59 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _pss_kb(pid: int) -> int:
-    """Proportional set size: private pages plus a 1/n share of pages n processes map."""
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of ``pid`` in KiB; PSS is private pages plus a 1/n share of pages n
+    processes map. (0, 0) for a process gone meanwhile."""
+    rss = pss = 0
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+                    break  # Rss comes first
     except (OSError, IndexError, ValueError):
         pass
-    return 0
+    return rss, pss
 
 
-def tree_pss_kb(root: int, *, include_root: bool = True) -> int:
-    """PSS in KiB of ``root``'s descendants, and of ``root`` itself if ``include_root``.
-
-    Follows at most ``MAX_TREE`` processes.
-    """
-    total, todo, seen = 0, [root], 0
+def tree_memory_kb(root: int, *, include_root: bool = True) -> tuple[int, int]:
+    """Summed (RSS, PSS) in KiB of ``root``'s descendants, and of ``root`` itself if
+    ``include_root``. Follows at most ``MAX_TREE`` processes."""
+    rss = pss = 0
+    todo, seen = [root], 0
     while todo and seen < MAX_TREE:
         pid = todo.pop()
         if seen or include_root:
-            total += _pss_kb(pid)
+            one_rss, one_pss = _memory_kb(pid)
+            rss, pss = rss + one_rss, pss + one_pss
         seen += 1
         todo.extend(_children(pid))
-    return total
+    return rss, pss
+
+
+def tree_pss_kb(root: int, *, include_root: bool = True) -> int:
+    """PSS in KiB of ``root``'s descendants, and of ``root`` itself if ``include_root``."""
+    return tree_memory_kb(root, include_root=include_root)[1]
 
 
 class _TreeSampler(threading.Thread):
-    """Samples ``tree_pss_kb(pid)`` until stopped or ``deadline`` (monotonic) passes."""
+    """Samples ``tree_memory_kb(pid)`` until stopped or ``deadline`` (monotonic) passes;
+    keeps the peak of each sum."""
 
     def __init__(self, pid: int, deadline: float, *, include_root: bool) -> None:
         super().__init__(daemon=True)
-        self.pid, self.deadline, self.peak_kb = pid, deadline, 0
+        self.pid, self.deadline = pid, deadline
+        self.peak_kb = self.peak_rss_kb = 0
         self.include_root = include_root
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set() and time.monotonic() < self.deadline:
-            rss = tree_pss_kb(self.pid, include_root=self.include_root)
-            self.peak_kb = max(self.peak_kb, rss)
+            rss, pss = tree_memory_kb(self.pid, include_root=self.include_root)
+            self.peak_kb = max(self.peak_kb, pss)
+            self.peak_rss_kb = max(self.peak_rss_kb, rss)
             self.stopped.wait(SAMPLE_INTERVAL)
 
 
@@ -180,6 +196,7 @@ def measure(
         cpu_sys=figures[2],
         peak_rss_kb=figures[3],
         tree_pss_kb=sampler.peak_kb,
+        tree_rss_kb=sampler.peak_rss_kb,
         returncode=figures[4],
         timed_out=killed.is_set(),
         stdout=text,

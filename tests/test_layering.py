@@ -14,7 +14,7 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "portscout"
 
 CORE = {"_version", "errors", "results", "targets", "ports", "permutation", "plan", "packets",
-        "timing", "host_timing", "schedule", "services", "diff"}  # fmt: skip
+        "pings", "timing", "host_timing", "schedule", "services", "diff"}  # fmt: skip
 # Standard-library modules that mean I/O or concurrency: not in the core.
 IO_MODULES = {"socket", "_socket", "asyncio", "threading", "sqlite3", "subprocess",
               "multiprocessing", "selectors", "select", "random", "time"}  # fmt: skip

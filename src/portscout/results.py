@@ -48,6 +48,7 @@ class Reason(StrEnum):
     LOCALHOST_RESPONSE = "localhost-response"
     USER_SET = "user-set"  # the user said so (-Pn: host assumed up)
     ECHO_REPLY = "echo-reply"  # host discovery: ICMP echo reply
+    TIMESTAMP_REPLY = "timestamp-reply"  # host discovery: ICMP timestamp reply
 
 
 @dataclass(frozen=True, slots=True)

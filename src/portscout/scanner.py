@@ -48,7 +48,7 @@ from portscout.targets import Resolver, parse_targets
 from portscout.timing import TimingPolicy, parse_template
 
 if TYPE_CHECKING:
-    from portscout.engines.discovery import Discovered
+    from portscout.engines.pinger import Discovered
     from portscout.engines.service_stage import ServiceStage
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,9 @@ class Scan:
         # write a group's hosts in address order flush then).
         self.on_group_done: Callable[[HostGroup], None] | None = None
         self._planned = 0  # probes of the groups planned so far
+        # The next group's discovery, started while this group's ports are scanned
+        # (``_ping_ahead``): that group's first target index and the pings' task.
+        self._ahead: tuple[int, asyncio.Task[Discovered]] | None = None
         self._unflushed: list[Result] = []
         self._closed: list[ClosedPorts] = []
         self.detection = _service_detection(config)
@@ -296,10 +299,16 @@ class Scan:
                 await task
 
     async def _discover(self, group: HostGroup) -> tuple[ScanPlan, EngineOptions]:
-        """Ping the group's hosts; plan its port scan over those that answered (same
-        key), with options that start each host's timing from its ping's round trip."""
+        """Ping the group's hosts (or take the pings started ahead for it); plan its port
+        scan over those that answered (same key), with options that start each host's
+        timing from its ping's round trip."""
         hosts = list(group)
-        found = await self._ping(hosts)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == group.start:
+            found = self._account(hosts, await ahead[1])
+        else:
+            await _cancelled(ahead[1] if ahead is not None else None)
+            found = await self._ping(hosts)
         report = self.report
         up_hosts = HostList(h for h in hosts if h in found.up)
         plan = ScanPlan.create(
@@ -319,10 +328,26 @@ class Scan:
     async def _ping(self, hosts: list[IPAddress]) -> Discovered:
         """Discovery of ``hosts`` (those of a group, or of a shard's part of it), its
         answers kept in the report."""
+        return self._account(hosts, await self._pings(hosts))
+
+    async def _pings(self, hosts: list[IPAddress]) -> Discovered:
         from portscout.engines.discovery import discover  # imports the connect engine
 
         options = replace(self.options, timing=self.policy)
-        found = await discover(hosts, options, icmp=raw_sockets_allowed())
+        return await discover(hosts, options, raw=raw_sockets_allowed())
+
+    def _ping_ahead(self, group: HostGroup | None) -> None:
+        """Start ``group``'s discovery now, while the current group's ports are scanned:
+        its pings and waits then cost no wall time of their own. Not under --max-rate
+        (the pings and the port scan would each send at the rate; nmap's rate is the
+        scan's)."""
+        if group is None or self.policy.max_rate is not None:
+            return
+        self._ahead = (group.start, asyncio.ensure_future(self._pings(list(group))))
+
+    def _account(self, hosts: list[IPAddress], found: Discovered) -> Discovered:
+        """Keep ``found`` (the discovery of ``hosts``) in the report, once its group's
+        turn has come (a group pinged ahead is not up yet if the scan stops first)."""
         report = self.report
         if report.hosts_up is None:
             report.hosts_up = {}
@@ -460,15 +485,20 @@ class Scan:
                 report.probes_sent += result.tries
             yield results  # even empty: closed ones were counted
 
-    async def group_batches(self, group: HostGroup) -> AsyncGenerator[list[Result], None]:
+    async def group_batches(
+        self, group: HostGroup, following: HostGroup | None = None
+    ) -> AsyncGenerator[list[Result], None]:
         """One host group: discovery (unless -Pn), then its port scan (unless -sn) and
-        -sV; only the part ``config.shard`` of it where one is set (a Dask unit runs this)."""
+        -sV; only the part ``config.shard`` of it where one is set (a Dask unit runs this).
+        ``following``, the next group, is pinged during this group's port scan."""
         if self.config.shard is not None:
             async for batch in self._part_batches(group, self.config.shard):
                 yield batch
             return
         if self.config.discovery or self.config.ping_only:
             plan, options = await self._discover(group)
+            if not self.config.ping_only:
+                self._ping_ahead(following)
         else:
             plan = ScanPlan.create(
                 group, self.ports, self.plan.key, randomized=self.config.randomize
@@ -492,18 +522,24 @@ class Scan:
             self.engine.name, self.plan.size, self.targets.size, len(self.ports),
             self.processes, self.options.max_in_flight, self.config.hostgroup, self.policy,
         )  # fmt: skip
+        groups = host_groups(self.targets, self.config.hostgroup)
+        group = next(groups, None)
         try:
-            for group in host_groups(self.targets, self.config.hostgroup):
-                async for batch in self.group_batches(group):
+            while group is not None:
+                following = next(groups, None)
+                async for batch in self.group_batches(group, following):
                     yield batch
                 if self.on_group_done is not None:
                     self.on_group_done(group)
+                group = following
         except (asyncio.CancelledError, KeyboardInterrupt):
             report.interrupted = True
             self._unflushed.extend(self._held.values())  # -sV unfinished: kept, unnamed
             self._held.clear()
             raise
         finally:
+            ahead, self._ahead = self._ahead, None
+            await _cancelled(ahead[1] if ahead is not None else None)
             report.finished = time.time()
 
     async def _group_batches(
@@ -530,6 +566,16 @@ class Scan:
                 yield found
         finally:
             await detection.aclose()
+
+
+async def _cancelled(task: asyncio.Task[Discovered] | None) -> None:
+    """Cancel ``task`` (pings ahead no longer wanted) and wait until it has closed its
+    sockets; what it raised no longer matters."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 def _check_shard(config: ScanConfig) -> None:

@@ -1,4 +1,7 @@
-"""Host discovery in the lab: up hosts found by TCP or ICMP ping, down hosts cost no probes."""
+"""Host discovery in the lab: up hosts found by TCP or ICMP ping, down hosts cost no probes.
+
+As root, each of nmap's pings finds a host alone: a lab host's nftables rules drop every
+probe but one kind (``Lab(input_rules=...)``)."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from portscout import Reason, State
-from portscout.engines.base import EngineOptions
-from portscout.engines.discovery import _Found, _icmp_echo
+from portscout.engines.pinger import Found, Ping, raw_pings
 from portscout.lab import Host, Lab, Link, ListenerMode
+from portscout.results import IPAddress
 from portscout.scanner import Scan, ScanConfig, drive
 from portscout.timing import TimingPolicy
 
@@ -83,8 +86,80 @@ def test_host_groups_give_the_same_scan(engine: str) -> None:
 def test_icmpv6_echo_finds_an_ipv6_host() -> None:
     # ::1 stands for an IPv6 host whose TCP ports 80 and 443 are filtered: only the
     # ICMPv6 echo can find it (the TCP pings are not sent here).
-    found = _Found([IPv6Address("::1")], TimingPolicy())
-    options = EngineOptions(max_in_flight=16, timing=TimingPolicy())
-    asyncio.run(_icmp_echo([IPv6Address("::1")], options, found, 6))
+    found = Found([IPv6Address("::1")], TimingPolicy())
+    asyncio.run(raw_pings([IPv6Address("::1")], TimingPolicy(), found, kinds=[Ping.ECHO]))
     assert found.result.up == {IPv6Address("::1"): Reason.ECHO_REPLY}
     assert IPv6Address("::1") in found.result.rtts
+
+
+@pytest.mark.parametrize(("kind", "reason"), [(Ping.SYN, Reason.RESET), (Ping.ACK, Reason.RESET)])
+def test_tcp_pings_find_an_ipv6_host(kind: Ping, reason: Reason) -> None:
+    # ::1 has no listener on 443 or 80: the SYN's RST-ACK and the ACK's RST.
+    found = Found([IPv6Address("::1")], TimingPolicy())
+    asyncio.run(raw_pings([IPv6Address("::1")], TimingPolicy(), found, kinds=[kind]))
+    assert found.result.up == {IPv6Address("::1"): reason}
+
+
+ACK_ONLY = IPv4Address("198.18.7.20")  # answers only the ACK to 80 (with its RST)
+TIMESTAMP_ONLY = IPv4Address("198.18.7.21")  # answers only the ICMP timestamp request
+ECHO_ONLY = IPv4Address("198.18.7.22")  # answers only the ICMP echo request
+SYN_ONLY = IPv4Address("198.18.7.23")  # answers only the SYN to 443 (with a RST-ACK)
+SILENT = IPv4Address("198.18.7.24")  # up, but drops every ping: not found, as with nmap
+SYN = "tcp flags & (syn | ack) == syn"
+ONE_KIND_ONLY = (
+    f"ip daddr {ACK_ONLY} icmp type {{ echo-request, timestamp-request }} drop",
+    f"ip daddr {ACK_ONLY} {SYN} drop",
+    f"ip daddr {TIMESTAMP_ONLY} icmp type echo-request drop",
+    f"ip daddr {TIMESTAMP_ONLY} meta l4proto tcp drop",
+    f"ip daddr {ECHO_ONLY} icmp type timestamp-request drop",
+    f"ip daddr {ECHO_ONLY} meta l4proto tcp drop",
+    f"ip daddr {SYN_ONLY} meta l4proto icmp drop",
+    f"ip daddr {SYN_ONLY} tcp dport 80 drop",
+    f"ip daddr {SILENT} meta l4proto {{ tcp, icmp }} drop",
+)
+
+
+def one_kind_lab() -> Lab:
+    hosts = [Host(address=a) for a in (ACK_ONLY, TIMESTAMP_ONLY, ECHO_ONLY, SYN_ONLY, SILENT)]
+    return Lab(hosts, link=Link(rtt=0.010), input_rules=ONE_KIND_ONLY, max_seconds=60)
+
+
+@pytest.mark.timeout(60)
+def test_a_host_answering_one_ping_kind_is_up() -> None:
+    """nmap -PE -PS443 -PA80 -PP: any one answer finds the host, each with its reason."""
+    with one_kind_lab():
+        scan = Scan(ScanConfig(targets=["198.18.7.20-24"], ping_only=True))
+        list(drive(scan))
+    assert scan.report.hosts_up == {
+        ACK_ONLY: Reason.RESET,
+        TIMESTAMP_ONLY: Reason.TIMESTAMP_REPLY,
+        ECHO_ONLY: Reason.ECHO_REPLY,
+        SYN_ONLY: Reason.RESET,
+    }
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("kind", "host"),
+    [(Ping.ACK, ACK_ONLY), (Ping.TIMESTAMP, TIMESTAMP_ONLY), (Ping.ECHO, ECHO_ONLY),
+     (Ping.SYN, SYN_ONLY)],
+)  # fmt: skip
+def test_each_ping_kind_alone_finds_only_its_host(kind: Ping, host: IPv4Address) -> None:
+    hosts = [ACK_ONLY, TIMESTAMP_ONLY, ECHO_ONLY, SYN_ONLY, SILENT]
+    with one_kind_lab():
+        found = Found(hosts, TimingPolicy())
+        asyncio.run(raw_pings(hosts, TimingPolicy(), found, kinds=[kind]))
+    assert set(found.result.up) == {host}
+    assert host in found.result.rtts
+
+
+def test_a_group_pinged_ahead_is_reported_in_its_turn() -> None:
+    """The next group is pinged while this one's ports are scanned; its hosts join the
+    report (and the outputs) only once its own turn comes."""
+    with Lab(lab_hosts(), link=Link(rtt=0.010)):
+        scan = Scan(ScanConfig(targets=["198.18.7.10-12"], ports="20-25", hostgroup=1))
+        seen: list[set[IPAddress]] = []
+        scan.on_group_done = lambda group: seen.append(set(scan.report.hosts_up or ()))
+        results = [r for batch in drive(scan) for r in batch]
+    assert seen == [{UP_OPEN}, {UP_OPEN, UP_SILENT}, {UP_OPEN, UP_SILENT}]
+    assert {r.host for r in results} == {UP_OPEN, UP_SILENT}

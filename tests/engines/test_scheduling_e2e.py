@@ -65,7 +65,7 @@ def test_discovery_of_silent_hosts_does_not_crawl() -> None:
         with nft_rules(f"ip daddr {network} drop"):
             options = EngineOptions(max_in_flight=64, timing=TimingPolicy())
             started = time.monotonic()
-            found = asyncio.run(discover(list(network), options, icmp=False))
+            found = asyncio.run(discover(list(network), options, raw=False))
             elapsed = time.monotonic() - started
     finally:
         subprocess.run(["ip", "addr", "del", str(network), "dev", "lo"], check=False)

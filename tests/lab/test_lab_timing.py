@@ -46,7 +46,7 @@ def test_discovery_ends_at_the_echo_reply_and_times_it() -> None:
     scan gets the echo's round trip (its first timeout comes from it, not the initial)."""
     with quiet_host():
         started = time.monotonic()
-        found = asyncio.run(discover([HOST], EngineOptions(timing=POLICY), icmp=True))
+        found = asyncio.run(discover([HOST], EngineOptions(timing=POLICY), raw=True))
         elapsed = time.monotonic() - started
     assert found.up == {HOST: Reason.ECHO_REPLY}
     assert 0.07 <= found.rtts[HOST] < 0.5

@@ -70,6 +70,13 @@ def test_ruleset_keys_every_rule_by_address() -> None:
     assert "limit rate" not in ruleset(hosts, tun="pslab9")
 
 
+def test_ruleset_appends_input_rules_to_the_input_chain() -> None:
+    rule = "ip daddr 198.18.1.5 icmp type echo-request drop"
+    text = ruleset([Host(address=ADDRESS)], tun="t", input_rules=[rule])
+    input_chain = text.split("chain input {")[1].split("}")[0]
+    assert input_chain.rstrip().endswith(rule)
+
+
 def test_ruleset_puts_the_syn_proxy_before_only_its_hosts() -> None:
     proxied = Host(address=IPv4Address("198.18.1.8"), synproxy=True)
     text = ruleset([Host(address=ADDRESS), proxied], tun="pslab9")

@@ -98,9 +98,10 @@ def _program(body: list[Insn]) -> list[Insn]:
     ]
 
 
-def tcp_answer_filter(sports: range, *, ip_header: bool) -> list[Insn]:
+def tcp_answer_filter(sports: range, *, ip_header: bool, ack: bool = True) -> list[Insn]:
     """Keep TCP segments to a port in ``sports`` that carry ACK (a SYN-ACK or RST-ACK can
     acknowledge our cookie; nothing else can) and are no later fragment of a datagram.
+    ``ack`` False keeps them without ACK too (the RST answering an ACK ping has none).
 
     ``ip_header``: the packet starts with an IPv4 header (IPv4 raw sockets), else with the
     TCP header (IPv6). ``sports`` must be a non-empty range with step 1.
@@ -115,7 +116,22 @@ def tcp_answer_filter(sports: range, *, ip_header: bool) -> list[Insn]:
     else:
         body.append(Insn(_LDX | 0x00, 0))  # X = 0 (BPF_LDX | BPF_IMM)
     body += [Insn(_LD | _H | _IND, 2), *_port_range_check(sports)]  # destination port
-    body += [Insn(_LD | _B | _IND, 13), Insn(_JMP | _JSET, 0x10, 0, -1)]  # ACK
+    if ack:
+        body += [Insn(_LD | _B | _IND, 13), Insn(_JMP | _JSET, 0x10, 0, -1)]  # ACK
+    return _program(body)
+
+
+def icmp_type_filter(types: Sequence[int], *, version: int) -> list[Insn]:
+    """Keep ICMP (IPv4, after its IP header) or ICMPv6 messages of one of ``types``: the
+    echo and timestamp replies host discovery waits for, not every ICMP error."""
+    if version == 4:
+        body = [Insn(_LDX | _B | _MSH, 0), Insn(_LD | _B | _IND, 0)]
+    else:
+        body = [Insn(_LD | _B | _ABS, 0)]
+    accept = len(body) + len(types)  # the index of ``ret accept``
+    for j, kind in enumerate(types):
+        i = len(body)
+        body.append(Insn(_JMP | _JEQ, kind, accept - i - 1, 0 if j < len(types) - 1 else -1))
     return _program(body)
 
 

@@ -93,7 +93,9 @@ class Lab:
 
     ``link`` is the default path to every host (a host's own ``link`` wins); ``rst_rate``
     limits each host's outgoing RSTs per second (None: unlimited). ``seed`` fixes the loss
-    and jitter draws (their order still depends on packet arrival). Raises ``NamespaceError``
+    and jitter draws (their order still depends on packet arrival). ``input_rules`` are
+    nftables statements added to the target's input chain (see ``nftables.ruleset``), for
+    behaviour no ``Host`` field describes. Raises ``NamespaceError``
     when called from the machine's namespace or one with a default route, ``LabError`` when
     building fails (everything made so far is torn down first).
     """
@@ -111,6 +113,7 @@ class Lab:
         queue_limit: int = 100_000,
         max_seconds: float = 600.0,
         max_packets: int = 50_000_000,
+        input_rules: Sequence[str] = (),
     ) -> None:
         addresses = [h.address for h in hosts]
         if len(set(addresses)) != len(addresses):
@@ -125,6 +128,7 @@ class Lab:
         self.icmp_ratelimit_ms = icmp_ratelimit_ms
         self.queue_limit = queue_limit
         self.max_seconds, self.max_packets = max_seconds, max_packets
+        self.input_rules = tuple(input_rules)
         self.scanner_tun: str | None = None
         self.target_tun: str | None = None
         self._target: Child | None = None
@@ -225,7 +229,11 @@ class Lab:
             "sysctls": sysctls,
             "up": [str(h.address) for h in self.hosts if h.up],
             "ruleset": ruleset(
-                self.hosts, tun=self.target_tun, rst_rate=self.rst_rate, rst_burst=self.rst_burst
+                self.hosts,
+                tun=self.target_tun,
+                rst_rate=self.rst_rate,
+                rst_burst=self.rst_burst,
+                input_rules=self.input_rules,
             ),
             "listeners": listeners,
         }

@@ -47,9 +47,16 @@ def _reject_statement(kind: Reject) -> str:
 
 
 def ruleset(
-    hosts: Sequence[Host], *, tun: str, rst_rate: int | None = None, rst_burst: int = 5
+    hosts: Sequence[Host],
+    *,
+    tun: str,
+    rst_rate: int | None = None,
+    rst_burst: int = 5,
+    input_rules: Sequence[str] = (),
 ) -> str:
-    """The whole table: ``tun`` is the target side of the delay line."""
+    """The whole table: ``tun`` is the target side of the delay line. ``input_rules`` are
+    nftables statements appended to the input chain as they are (a host that drops ICMP
+    echo requests, say: ``ip daddr 198.18.7.20 icmp type echo-request drop``)."""
     if rst_rate is not None and not (rst_rate > 0 and rst_burst > 0):
         raise ValueError(f"invalid RST limit {rst_rate}/s burst {rst_burst}: want both > 0")
     up = [h for h in hosts if h.up]
@@ -81,6 +88,7 @@ def ruleset(
         "    ip daddr . tcp dport @drop_ports drop",
     ]
     lines += [f"    ip daddr . tcp dport @{_reject_set(k)} {_reject_statement(k)}" for k in kinds]
+    lines += [f"    {rule}" for rule in input_rules]
     lines += [
         "  }",
         "  chain output {",
