@@ -132,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-sS", dest="engine", action=_ScanType, const=SYN_ENGINE,
                    help="SYN scan with raw sockets (root or CAP_NET_RAW)")  # fmt: skip
     e.add_argument("--workers", type=int, default=50, help="threadpool engine threads (50)")
-    e.add_argument("--processes", type=int, help="worker processes (default: one per core)")
+    e.add_argument("--processes", type=int,
+                   help="worker processes (default: one per core, up to 8); each takes whole"
+                   " hosts, and one host's ports go to 2 at most")  # fmt: skip
     e.add_argument("--max-parallelism", type=int, metavar="N", help="probes in flight at most")
     add_dask_option(e)
     e.add_argument("--max-hostgroup", type=int, metavar="N", default=DEFAULT_HOSTGROUP,
