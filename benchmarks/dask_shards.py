@@ -47,7 +47,12 @@ from portscout.dask_local import local_cluster
 from portscout.distributed import DaskRun, Job, Unit, UnitResult, connect
 from portscout.lab import Lab
 from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
-from portscout.lab.scenarios import COMMON_PORTS, sparse_network
+from portscout.lab.scenarios import (
+    COMMON_PORTS,
+    TOP20_PORTS,
+    large_sparse_network,
+    sparse_network,
+)
 from portscout.output.session import OutputOptions, Outputs
 from portscout.plan import HostGroup
 from portscout.results import ClosedPorts, Reason, Result, State
@@ -56,14 +61,23 @@ from portscout.scanner import Scan, ScanConfig
 PORTS = ",".join(map(str, COMMON_PORTS))
 SCENARIO = Scenario(key="b", title="(b) sparse /24", lab=sparse_network(),
                     targets=("198.18.1.0/24",), ports=PORTS, masscan=False)  # fmt: skip
+
+
+def scenario_c() -> Scenario:
+    """lab.py's (c): 198.19.0.0/16, 1% up, top 20 ports, 10 ms (layout of seed 7)."""
+    return Scenario(key="c", title="(c) sparse /16", lab=large_sparse_network(7),
+                    targets=("198.19.0.0/16",), ports=",".join(map(str, TOP20_PORTS)),
+                    masscan=False)  # fmt: skip
+
+
 SENT = re.compile(r"(\d[\d,]*) probes sent")
 SIM_RATE = 10_000.0  # probes/s of one simulated worker
 MEMORY_LIMIT = 4_000_000_000  # bytes of address space: a /8 only under a limit
 
 
-def portscout(*args: str) -> list[str]:
-    return [sys.executable, "-m", "portscout", "198.18.1.0/24", "-p", PORTS, "--seed", "7",
-            "--no-db", "-q", "--no-fold", *args]  # fmt: skip
+def command(*args: str, scenario: Scenario = SCENARIO) -> list[str]:
+    return [sys.executable, "-m", "portscout", *scenario.targets, "-p", scenario.ports,
+            "--seed", "7", "--no-db", "-q", "--no-fold", *args]  # fmt: skip
 
 
 def run_all(commands: list[list[str]]) -> tuple[float, list[str]]:
@@ -80,13 +94,19 @@ def sent(stderr: str) -> int:
     return int(match.group(1).replace(",", "")) if match else 0
 
 
-def lab_rows(work: Path, only: frozenset[str] = frozenset()) -> list[str]:
+def lab_rows(
+    work: Path, only: frozenset[str] = frozenset(), scenario: Scenario = SCENARIO
+) -> list[str]:
     lines = ["| run | wall (s) | probes sent | probes/s | open found / expected | wrong state |",
              "|---|--:|--:|--:|--:|--:|"]  # fmt: skip
-    with Lab(**SCENARIO.lab, max_seconds=3600) as lab:
-        expected = scanned(SCENARIO, lab)
+    with Lab(**scenario.lab, max_seconds=3600) as lab:
+        expected = scanned(scenario, lab)
         total = sum(map(len, expected.values()))
         address = "tcp://127.0.0.1:8786"
+
+        def portscout(*args: str) -> list[str]:
+            return command(*args, scenario=scenario)
+
         runs = {
             "one process": [portscout("--processes", "1", "-oJ", str(work / "one.jsonl"))],
             # 4 scanners on each RST-limited host, as the two --shard parts below make
@@ -119,7 +139,7 @@ def lab_rows(work: Path, only: frozenset[str] = frozenset()) -> list[str]:
             probes = sum(sent(e) for e in errs)
             found = json_lines(out)(None)  # type: ignore[arg-type]
             hits = sum(len(found.get(h, frozenset()) & p) for h, p in expected.items())
-            wrong = wrong_states(json_states(out)(None), SCENARIO, lab)  # type: ignore[arg-type]
+            wrong = wrong_states(json_states(out)(None), scenario, lab)  # type: ignore[arg-type]
             lines.append(f"| {name} | {wall:.2f} | {probes:,} | {probes / wall:,.0f} |"
                          f" {hits} / {total} | {wrong} |")  # fmt: skip
             print(lines[-1], file=sys.stderr, flush=True)
@@ -319,6 +339,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="simulate a /12, not a /8")
     parser.add_argument("--only", choices=("lab", "sim"))
+    parser.add_argument(
+        "--scenario",
+        choices=("b", "c"),
+        default="b",
+        help="lab: lab.py's scenario (b, a /24; or c, a /16 with 1%% up)",
+    )
     parser.add_argument("--rows", metavar="NAMES",
                         help="lab: only these rows (comma-separated, e.g. 'one process,four"
                         " processes')")  # fmt: skip
@@ -341,7 +367,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "lab"):
             rows = frozenset(args.rows.split(",")) if args.rows else frozenset()
-            lines += [*lab_rows(Path(tmp), rows), ""]
+            scenario = scenario_c() if args.scenario == "c" else SCENARIO
+            lines += [*lab_rows(Path(tmp), rows, scenario), ""]
         if args.only in (None, "sim"):
             # Simulated (no packet is sent); loopback all the same, as every target here.
             prefix = "127.0.0.0/12" if args.quick else "127.0.0.0/8"
