@@ -39,14 +39,13 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from harness import compile_package
+from harness import compile_package, enter_isolation
 
 from lab import Scenario, json_lines, json_states, scanned, wrong_states
 from portscout.cli import connect_outputs
 from portscout.dask_local import local_cluster
 from portscout.distributed import DaskRun, Job, Unit, UnitResult, connect
 from portscout.lab import Lab
-from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.lab.scenarios import (
     COMMON_PORTS,
     TOP20_PORTS,
@@ -356,12 +355,7 @@ def main() -> int:
                         help="sim: `dask scheduler` and `dask worker` started apart,"
                         " connected to as --dask ADDRESS")  # fmt: skip
     args = parser.parse_args()
-    try:
-        enter_private_netns()
-        check_isolated()
-    except (NamespaceError, OSError) as exc:
-        print(f"dask_shards.py: needs root and a private namespace: {exc}", file=sys.stderr)
-        return 2
+    enter_isolation("dask_shards.py")
     compile_package()
     lines = [f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", ""]
     with tempfile.TemporaryDirectory() as tmp:

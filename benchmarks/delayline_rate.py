@@ -28,8 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from harness import enter_isolation
+
 from portscout.lab import Host, Lab, Link
-from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 
 TARGET = IPv4Address("198.18.1.6")
 FLOOD_SECONDS = 4.0  # each sender stops after this long ...
@@ -126,11 +127,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        enter_private_netns()  # before any thread or child
-        check_isolated()
-    except (NamespaceError, OSError) as exc:
-        sys.exit(f"delayline_rate.py: refusing to run outside a private namespace ({exc})")
+    enter_isolation("delayline_rate.py")  # before any thread or child
     print("| RTT (ms) | senders | target | total pkt/s | forwarded pkt/s | tx_dropped "
           "| late max (ms) | queued |")  # fmt: skip
     print("|--:|--:|---|--:|--:|--:|--:|--:|")

@@ -25,12 +25,15 @@ import compileall
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 
 PACKAGE_SOURCE = Path(__file__).resolve().parent.parent / "src" / "portscout"
 SAMPLE_INTERVAL = 0.02  # seconds between two samples of the process tree's memory
@@ -124,6 +127,20 @@ class _TreeSampler(threading.Thread):
             self.peak_kb = max(self.peak_kb, pss)
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
             self.stopped.wait(SAMPLE_INTERVAL)
+
+
+def enter_isolation(script: str) -> None:
+    """Move this process into a fresh network namespace with no route out and prove it,
+    or exit (code 2) with the reason: everything a benchmark sends stays inside. Call it
+    before any thread or child process (they would stay behind)."""
+    try:
+        enter_private_netns()
+        check_isolated()
+    except (NamespaceError, OSError) as exc:
+        where = f"sudo .venv/bin/python benchmarks/{script}"
+        print(f"{script}: refusing to run outside a private network namespace ({exc});"
+              f" run it as root: {where}", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2) from None
 
 
 def compile_package(source: Path = PACKAGE_SOURCE) -> None:

@@ -52,10 +52,9 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from harness import Measurement, build_launcher, compile_package, measure
+from harness import Measurement, build_launcher, compile_package, enter_isolation, measure
 
 from portscout.lab import DelayLineStats, Host, Lab
-from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.lab.scenarios import (
     COMMON_PORTS,
     TOP20_PORTS,
@@ -497,11 +496,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     compile_package()
-    try:
-        enter_private_netns()  # before any thread, lab or child process
-        check_isolated()
-    except (NamespaceError, OSError) as exc:
-        sys.exit(f"lab.py: refusing to run outside a private network namespace ({exc})")
+    enter_isolation("lab.py")  # before any thread, lab or child process
     wanted = set(args.scenario or ("a", "b"))
     header = machine()
     with tempfile.TemporaryDirectory(prefix="portscout-lab-") as tmp:

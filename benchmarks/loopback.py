@@ -27,11 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import Measurement, best, build_launcher, compile_package, measure
+from harness import Measurement, best, build_launcher, compile_package, enter_isolation, measure
 
 from portscout.demo import listeners
 from portscout.engines import CONNECT_ENGINE, ENGINES
-from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = "127.0.0.1"
@@ -339,18 +338,6 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def enter_namespace() -> None:
-    """Enter a private network namespace and prove it, or exit with the reason."""
-    try:
-        enter_private_netns()
-        check_isolated()
-    except (NamespaceError, OSError) as exc:
-        sys.exit(
-            f"loopback.py: refusing to run outside a private network namespace ({exc}).\n"
-            "Run it as root: sudo .venv/bin/python benchmarks/loopback.py"
-        )
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (about half)")
@@ -388,7 +375,7 @@ def dump(path: str, info: dict[str, object], groups: dict[str, Sequence[Tool]]) 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     compile_package()
-    enter_namespace()  # before any thread, listener or child process
+    enter_isolation("loopback.py")  # before any thread, listener or child process
 
     expected = frozenset(LISTENERS)
     study_expected = frozenset(p for p in LISTENERS if STUDY_RANGE[0] <= p <= STUDY_RANGE[1])

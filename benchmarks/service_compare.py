@@ -27,9 +27,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import Measurement, compile_package, measure
+from harness import Measurement, compile_package, enter_isolation, measure
 
-from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.lab.servers import SERVERS, ServerError, running
 
 TARGET = "127.0.0.1"
@@ -143,12 +142,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="runs of each tool, interleaved")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
-    try:
-        enter_private_netns()
-        check_isolated()
-    except (NamespaceError, OSError) as exc:
-        print(f"needs root and a private network namespace: {exc}", file=sys.stderr)
-        return 2
+    enter_isolation("service_compare.py")
     compile_package()
     try:
         with running(list(SERVERS)) as opened, tempfile.TemporaryDirectory() as cache:

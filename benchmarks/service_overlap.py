@@ -19,9 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import Measurement, compile_package, measure
+from harness import Measurement, compile_package, enter_isolation, measure
 
-from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.lab.servers import SERVERS, ServerError, running
 
 TARGET = "127.0.0.1"
@@ -56,12 +55,7 @@ def main() -> int:
     parser.add_argument("--engine", default="syn")
     parser.add_argument("--rate", type=float, help="--max-rate: a port scan that takes a while")
     args = parser.parse_args()
-    try:
-        enter_private_netns()
-        check_isolated()
-    except (NamespaceError, OSError) as exc:
-        print(f"needs root and a private network namespace: {exc}", file=sys.stderr)
-        return 2
+    enter_isolation("service_overlap.py")
     compile_package()
     cache = tempfile.TemporaryDirectory()  # portscout's prepared probe file, warm below
     before, after = Path(cache.name) / "before", Path(cache.name) / "after"

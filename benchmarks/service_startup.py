@@ -18,9 +18,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import Measurement, compile_package, measure
+from harness import Measurement, compile_package, enter_isolation, measure
 
-from portscout.lab.netns import NamespaceError, check_isolated, enter_private_netns
 from portscout.lab.servers import ServerError, running
 
 TARGET = "127.0.0.1"
@@ -81,12 +80,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="runs of each, interleaved")
     parser.add_argument("--port", type=int, default=80, choices=(80, 443))
     args = parser.parse_args()
-    try:
-        enter_private_netns()
-        check_isolated()
-    except (NamespaceError, OSError) as exc:
-        print(f"needs root and a private network namespace: {exc}", file=sys.stderr)
-        return 2
+    enter_isolation("service_startup.py")
     compile_package()
     try:
         with running(["nginx"]), tempfile.TemporaryDirectory(prefix="sv-cache-") as tmp:
