@@ -1,15 +1,21 @@
-"""How a scan's options become the one ``TimingPolicy`` its engine gets, and how descriptors
-are budgeted. No packet is sent here: ``Scan`` is only built, never run."""
+"""How a scan's options become the one ``TimingPolicy`` its engine gets, how descriptors
+are budgeted, and how results are batched. No packet is sent here: ``Scan`` is built, and
+run only with an engine that sends nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from portscout import scanner
 from portscout.cli import build_parser, config_from_args
 from portscout.engines.base import EngineOptions
 from portscout.errors import OptionError
+from portscout.plan import Probe
+from portscout.results import Reason, Result, State
 from portscout.scanner import Scan, ScanConfig, fd_budget
 from portscout.timing import TimingPolicy
 
@@ -101,3 +107,28 @@ def test_fd_budget_leaves_a_reserve_and_at_least_one(
     limit: int, processes: int, expected: int
 ) -> None:
     assert fd_budget(limit, processes) == expected
+
+
+def test_the_last_batch_comes_when_the_engine_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batcher wakes when the engine is done, not at its next tick: a scan of one port
+    had waited ``BATCH_SECONDS`` (50 ms, a third of its time) for nothing. Here the tick
+    is an hour, and a fake engine sends nothing."""
+
+    class Answering:
+        name = "fake"
+
+        async def run(
+            self, probes: Iterator[Probe], options: EngineOptions
+        ) -> AsyncIterator[Result]:
+            for probe in probes:
+                yield Result(probe.host, probe.port, State.CLOSED, Reason.RESET)
+
+    monkeypatch.setattr(scanner, "BATCH_SECONDS", 3600.0)
+    scan = built(engine="async", discovery=False)
+    scan.engine = Answering()
+
+    async def collect() -> list[Result]:
+        return [result async for batch in scan.batches() for result in batch]
+
+    found = asyncio.run(asyncio.wait_for(collect(), timeout=30))
+    assert sorted(r.port for r in found) == [1, 2, 3]

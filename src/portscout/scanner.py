@@ -273,12 +273,15 @@ class Scan:
             probes = plan.probes(skip=self.config.done)
 
         async def pump() -> None:
-            async for result in self.engine.run(probes, options):
-                self.report.add(result)
-                self.report.probes_sent += result.tries
-                self._unflushed.append(result)
-                if len(self._unflushed) >= BATCH_SIZE:
-                    full.set()
+            try:
+                async for result in self.engine.run(probes, options):
+                    self.report.add(result)
+                    self.report.probes_sent += result.tries
+                    self._unflushed.append(result)
+                    if len(self._unflushed) >= BATCH_SIZE:
+                        full.set()
+            finally:
+                full.set()  # the end wakes the waiter: no batch tick (50 ms) after the last
 
         task = asyncio.create_task(pump())
         try:
