@@ -354,7 +354,8 @@ class _SynScan:
                     route.hasher, route.template.pack_into, route.peer, route.peer_int,
                 )  # fmt: skip
                 buffer, slot = batch.buffer, batch.slot
-            sport = low + min(flight.tries - 1, top)
+            tries = flight.tries  # a try's source port tells which try an answer is for
+            sport = low + (tries - 1 if tries <= top else top)
             digest = hasher.copy()
             digest.update(ports(sport, port))
             seq = int.from_bytes(digest.digest(), "big")
