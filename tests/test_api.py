@@ -9,7 +9,8 @@ import pytest
 
 import portscout
 from portscout import OptionError, Reason, Report, Result, State
-from portscout.scanner import ScanConfig, _config
+from portscout.api import _config
+from portscout.scanner import ScanConfig
 from portscout.timing import TimingPolicy
 from tests.engines.conftest import serve
 

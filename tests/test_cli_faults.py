@@ -20,7 +20,7 @@ import pytest
 from libnmap.parser import NmapParser
 
 from portscout.cli import main, one_line
-from portscout.scanner import deferred_signals, stop_signals_raise
+from portscout.running import deferred_signals, stop_signals_raise
 from tests.engines.conftest import nft_rules, serve
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("isolated")]

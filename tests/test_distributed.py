@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
+from portscout.api import iscan
 from portscout.distributed import DaskRun, Unit, connect, worker_threads
 from portscout.errors import ScanError, StoreError, TargetError
 from portscout.lab.netns import check_isolated
 from portscout.plan import Probe
 from portscout.results import Result, State
-from portscout.scanner import Scan, ScanConfig, iscan, part_of
+from portscout.scanner import Scan, ScanConfig, part_of
 from portscout.store import Store
 from tests.engines.conftest import nft_rules, serve
 

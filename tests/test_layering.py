@@ -31,14 +31,16 @@ ALLOWED: dict[str, set[str] | None] = {
     "history_config": CORE | {"scanner"},  # ScanConfig <-> the JSON the history keeps
     "outfiles": {"errors", "results"},  # output files: stdlib and errors only
     "scanner": CORE | {"engines"},
-    "demo": CORE | {"lab", "output", "scanner", "engines"},
-    "bench": CORE | {"bench", "demo", "lab", "scanner", "engines"},
+    "running": CORE | {"scanner"},  # a Scan on its own loop, and the stop signals
+    "api": CORE | {"scanner", "running"},  # scan(), iscan(), ascan()
+    "demo": CORE | {"lab", "output", "scanner", "running", "engines"},
+    "bench": CORE | {"bench", "demo", "lab", "scanner", "running", "engines"},
     "cli": None,  # the top: may import anything
     "history_cli": None,  # the history commands, beside cli (imported by cli.main)
     "__main__": {"_entry"},
     "_entry": {"cli"},
-    "__init__": CORE | {"scanner", "distributed"},
-    "distributed": CORE | {"scanner", "engines", "dask_local"},
+    "__init__": CORE | {"scanner", "api", "distributed"},
+    "distributed": CORE | {"scanner", "api", "running", "engines", "dask_local"},
     "dask_local": {"errors"},  # --dask local:N's processes: stdlib, Dask and errors only
 }
 

@@ -151,7 +151,7 @@ def test_the_command_lines_report_forgets_each_group_once_written() -> None:
 
     from portscout.cli import connect_outputs
     from portscout.output.session import OutputOptions, Outputs
-    from portscout.scanner import drive
+    from portscout.running import drive
 
     with socket.create_server(("0.0.0.0", 0)) as listener:  # every 127/8 address answers
         port = listener.getsockname()[1]

@@ -25,8 +25,9 @@ from portscout.errors import (
 from portscout.results import Protocol, Reason, Report, Result, State
 
 if typing.TYPE_CHECKING:
+    from portscout.api import ascan, iscan
     from portscout.distributed import scan
-    from portscout.scanner import ScanConfig, ascan, iscan
+    from portscout.scanner import ScanConfig
 
 _SCANNER_NAMES = frozenset({"ScanConfig", "ascan", "iscan", "scan"})
 
@@ -38,10 +39,14 @@ def __getattr__(name: str) -> object:
         from portscout.distributed import scan
 
         return scan
-    if name in _SCANNER_NAMES:
-        from portscout import scanner
+    if name == "ScanConfig":
+        from portscout.scanner import ScanConfig
 
-        return getattr(scanner, name)
+        return ScanConfig
+    if name in _SCANNER_NAMES:
+        from portscout import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'portscout' has no attribute '{name}'")
 
 

@@ -35,15 +35,8 @@ from portscout.plan import HostGroup
 from portscout.ports import service_names
 from portscout.recorder import Recorder
 from portscout.results import IPAddress, Reason, Report, Result, ScanMeta, State, printable
-from portscout.scanner import (
-    DEFAULT_HOSTGROUP,
-    Scan,
-    ScanConfig,
-    deferred_signals,
-    drive,
-    stop_signals_raise,
-    system_resolver,
-)
+from portscout.running import deferred_signals, drive, stop_signals_raise
+from portscout.scanner import DEFAULT_HOSTGROUP, Scan, ScanConfig, system_resolver
 from portscout.store import ScanStatus, Store, StoredScan, UnitRow, default_path
 from portscout.targets import Resolver, read_target_file
 from portscout.timing import TimingPolicy, parse_duration, parse_template

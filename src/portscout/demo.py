@@ -22,7 +22,8 @@ from portscout.lab.netns import NamespaceError, check_isolated, enter_private_ne
 from portscout.output.session import OutputOptions, Outputs
 from portscout.ports import service_names
 from portscout.results import State
-from portscout.scanner import Scan, ScanConfig, drive
+from portscout.running import drive
+from portscout.scanner import Scan, ScanConfig
 
 LINGER_RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
 

@@ -44,20 +44,13 @@ from collections.abc import Callable, Collection, Generator, Hashable, Iterable,
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from portscout.api import PortsArg, _config
+from portscout.api import scan as local_scan
 from portscout.errors import Interrupted, OptionError, ScanError, TargetError, UsageError
 from portscout.plan import HostGroup, Probe, host_groups
 from portscout.results import ClosedPorts, IPAddress, Protocol, Reason, Report, Result, State
-from portscout.scanner import (
-    PortsArg,
-    Scan,
-    ScanConfig,
-    _config,
-    deferred_signals,
-    loop_factory,
-    part_of,
-    per_process,
-)
-from portscout.scanner import scan as local_scan
+from portscout.running import deferred_signals, loop_factory
+from portscout.scanner import Scan, ScanConfig, part_of, per_process
 
 if TYPE_CHECKING:
     from distributed import Client, Future

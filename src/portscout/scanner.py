@@ -1,4 +1,5 @@
-"""scan(), iscan() and ascan(): parse the request, plan it, run an engine, keep a report.
+"""A scan: parse the request, plan it, run an engine, keep a report (``api`` gives the
+library's scan(), iscan() and ascan() on top, ``running`` runs it from blocking code).
 
 This is where the pieces meet: targets and ports become a ``ScanPlan``, the plan is split
 into shards for worker processes when it is large, the engine turns probes into results,
@@ -14,18 +15,13 @@ import logging
 import os
 import resource
 import secrets
-import signal
 import socket
-import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterator,
     Callable,
     Container,
-    Generator,
     Iterable,
     Iterator,
     Sequence,
@@ -39,13 +35,13 @@ from portscout.engines import ENGINES, resolve_engine_name
 from portscout.engines.base import EngineOptions
 from portscout.engines.processes import ClosedAs, run_sharded
 from portscout.engines.rawsock import raw_sockets_allowed
-from portscout.errors import Interrupted, OptionError, TargetError
+from portscout.errors import OptionError, TargetError
 from portscout.permutation import Shard
 from portscout.plan import HostGroup, HostList, Probe, ScanPlan, host_groups
 from portscout.ports import parse_ports, top_ports
 from portscout.results import ClosedPorts, IPAddress, Report, Result, ScanMeta, State
 from portscout.targets import Resolver, parse_targets
-from portscout.timing import TimingPolicy, parse_template
+from portscout.timing import TimingPolicy
 
 if TYPE_CHECKING:
     from portscout.engines.pinger import Discovered
@@ -606,10 +602,6 @@ def part_of(
     return plan, plan.shards(n)[i - 1]
 
 
-PortsArg = int | str | Iterable[int] | None
-TimingArg = TimingPolicy | int | str | None
-
-
 def _service_detection(config: ScanConfig) -> ServiceStage | None:
     if not config.service_detection:
         return None
@@ -620,262 +612,4 @@ def _service_detection(config: ScanConfig) -> ServiceStage | None:
     return ServiceStage.create(config.service_probes, intensity=config.version_intensity)
 
 
-def _ports_arg(ports: PortsArg) -> str | tuple[int, ...] | None:
-    """nmap's port syntax (``"22,80,8000-8100"``), one port or an iterable of ports."""
-    if ports is None or isinstance(ports, str):
-        return ports
-    if isinstance(ports, int) and not isinstance(ports, bool):
-        return (ports,)
-    if isinstance(ports, Iterable):
-        values = tuple(ports)
-        bad = [p for p in values if not isinstance(p, int) or isinstance(p, bool)]
-        if not bad:
-            return values
-        raise OptionError(f"invalid port {bad[0]!r}: want an int, ints or nmap's port syntax")
-    raise OptionError(f"invalid ports {ports!r}: want an int, ints or nmap's port syntax")
-
-
-def _timing_arg(timing: TimingArg) -> TimingPolicy | None:
-    """A policy, or nmap's template as a number (``4``) or name (``"aggressive"``)."""
-    if timing is None or isinstance(timing, TimingPolicy):
-        return timing
-    if isinstance(timing, int) and not isinstance(timing, bool):
-        return TimingPolicy.template(parse_template(str(timing)))
-    if isinstance(timing, str):
-        return TimingPolicy.template(parse_template(timing.removeprefix("T")))
-    raise OptionError(f"invalid timing {timing!r}: want 0-5, a template name or a TimingPolicy")
-
-
-def _config(
-    targets: str | Iterable[str], ports: PortsArg, options: dict[str, object]
-) -> ScanConfig:
-    """The library's arguments as a ``ScanConfig``: the conversions the command line does
-    with its parser (ports, -T, --max-rate) done here, once, for scan/iscan/ascan."""
-    specs = [targets] if isinstance(targets, str) else list(targets)
-    options = dict(options)
-    if "rate" in options:
-        warnings.warn(
-            "portscout: rate= is deprecated, use max_rate= (as --max-rate)",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        options.setdefault("max_rate", options.pop("rate"))
-    if "max_rate" in options:
-        options["rate"] = options.pop("max_rate")
-    if "timing" in options:
-        options["timing"] = _timing_arg(options["timing"])  # type: ignore[arg-type]
-    unknown = sorted(set(options) - _LIBRARY_OPTIONS)
-    if unknown:
-        raise OptionError(f"unknown option '{unknown[0]}' (see help(portscout.scan))")
-    return ScanConfig(targets=specs, ports=_ports_arg(ports), **options)  # type: ignore[arg-type]
-
-
-_LIBRARY_OPTIONS = frozenset(
-    {"top_ports", "excludes", "engine", "timing", "timeout", "max_retries", "max_in_flight",
-     "workers", "rate", "processes", "key", "randomize", "keep_closed", "discovery",
-     "ping_only", "args", "hostgroup", "shard"}
-)  # fmt: skip
-
-_OPTIONS_DOC = """
-
-    ``targets``: one spec or several, as on the command line: ``"127.0.0.1"``, ``"::1"``,
-    ``"198.18.0.0/24"``, nmap ranges (``"198.18.0.1-9"``), host names.
-    ``ports``: an int (``22``), ints (``[22, 80]``, ``range(1, 1025)``) or nmap's port
-    syntax (``"22,80,8000-8100"``, ``"-"`` for all); None: the top ``top_ports`` ports.
-
-    Options (keywords; the command line's names):
-
-    - ``top_ports`` (int): the N most common ports (``--top-ports``; default 1000).
-    - ``excludes`` (list of str): targets to skip (``--exclude``).
-    - ``engine`` (str): ``"auto"`` (SYN with raw-socket privilege, else async connect),
-      ``"async"``, ``"syn"``, ``"threadpool"``, ``"thread-per-port"``, ``"sequential"``.
-    - ``timing``: nmap's template, ``0``-``5`` or ``"paranoid"`` .. ``"insane"`` (``-T``),
-      or a ``portscout.timing.TimingPolicy``; default 3 (``"normal"``).
-    - ``timeout`` (seconds): caps the probe timeout (``--timeout``).
-    - ``max_retries`` (int): retransmissions at most (``--max-retries``).
-    - ``max_rate`` (probes/s): at most this many probes a second (``--max-rate``);
-      ``rate=`` is its deprecated old name.
-    - ``max_in_flight`` (int): probes in flight at most (``--max-parallelism``).
-    - ``workers`` (int): threads of the threadpool engine (``--workers``; 50).
-    - ``processes`` (int): worker processes (``--processes``; default one per core for
-      large scans).
-    - ``key`` (int): the permutation key, for a repeatable probe order (``--seed``).
-    - ``randomize`` (bool): False scans in order (``-r``).
-    - ``discovery`` (bool): False scans every target without pinging it first (``-Pn``).
-    - ``ping_only`` (bool): host discovery only, no port scan (``-sn``).
-    - ``hostgroup`` (int): hosts discovered and scanned together at most
-      (``--max-hostgroup``; 4096): what a scan holds is bounded by a group.
-    - ``shard`` ((i, n)): only the i-th of n disjoint parts of the scan (``--shard i/n``,
-      1-based); needs ``key`` (the same for every part) unless ``randomize`` is False.
-    - ``keep_closed`` (bool): stream closed results too (iscan/ascan: True; ``scan()``
-      counts them only, see below).
-    - ``args`` (tuple of str): the command line to record in outputs.
-
-    Raises ``UsageError`` subclasses for bad input (``TargetError``, ``PortSpecError``,
-    ``OptionError``) and ``ScanError`` subclasses at run time (``PrivilegeError``).
-    """
-
-
-async def ascan(
-    targets: str | Iterable[str], ports: PortsArg = None, **options: object
-) -> AsyncIterator[Result]:
-    """Scan and yield every result as it arrives (``async for r in ascan(...)``), closed
-    ports included, in completion order (random: the probe order is a keyed permutation).
-    """
-    scan = Scan(_config(targets, ports, options))
-    async for batch in scan.batches():
-        for result in batch:
-            yield result
-
-
-def iscan(
-    targets: str | Iterable[str], ports: PortsArg = None, **options: object
-) -> Iterator[Result]:
-    """Blocking iterator over every result as it arrives, closed ports included (as
-    ``ascan``); runs its own event loop, so not from inside a running one.
-    """
-    scan = Scan(_config(targets, ports, options))
-    for batch in drive(scan):
-        yield from batch
-
-
-def drive(scan: Scan) -> Generator[list[Result], None, None]:
-    """Run ``scan`` on a private event loop, handing out each batch as it completes.
-
-    A stop signal (Ctrl-C; SIGTERM and SIGHUP where the caller made them stop signals,
-    see ``stop_signals_raise``) cancels the scan at its next await; the batch found so far
-    is handed out, then ``Interrupted`` (a KeyboardInterrupt) is raised here.
-    """
-    runner = asyncio.Runner(loop_factory=loop_factory())
-    stopped: list[int] = []
-    with runner, _signals_cancel(runner, stopped):
-        batches = scan.batches()
-        try:
-            while True:
-                try:
-                    batch = runner.run(anext(batches))
-                except StopAsyncIteration:
-                    return
-                except (KeyboardInterrupt, asyncio.CancelledError) as exc:
-                    yield scan.take_unflushed()  # found before the signal: keep them
-                    if isinstance(exc, Interrupted):
-                        raise Interrupted(exc.signum) from None
-                    raise Interrupted(stopped[0] if stopped else signal.SIGINT) from None
-                yield batch
-        finally:
-            runner.run(batches.aclose())
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class _StopHandler:
-    """portscout's handler of a stop signal; ``drive`` takes these over while it runs."""
-
-    def __init__(self, action: Callable[[int], None]) -> None:
-        self._action = action
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self._action(signum)
-
-
-@contextlib.contextmanager
-def _handling(action: Callable[[int], None], *, over_default: bool) -> Iterator[None]:
-    """Install ``action`` for the stop signals (main thread only) and restore after.
-
-    Replaces Python's Ctrl-C handler and portscout's own; the default action of SIGTERM
-    and SIGHUP (death) only with ``over_default``: a program that imports portscout keeps
-    its own handlers, and its SIGTERM semantics unless the command line changed them.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous: dict[int, object] = {}
-    for signum in STOP_SIGNALS:
-        current = signal.getsignal(signum)
-        ours = current is signal.default_int_handler or isinstance(current, _StopHandler)
-        if ours or (over_default and current is signal.SIG_DFL):
-            previous[signum] = current
-            signal.signal(signum, _StopHandler(action))
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)  # type: ignore[arg-type]
-
-
-def _raise(signum: int) -> None:
-    raise Interrupted(signum)
-
-
-@contextlib.contextmanager
-def stop_signals_raise() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` (as Ctrl-C raises KeyboardInterrupt):
-    the command line's stop signals, outside the moments that defer or cancel them."""
-    with _handling(_raise, over_default=True):
-        yield
-
-
-@contextlib.contextmanager
-def deferred_signals() -> Iterator[list[int]]:
-    """Record stop signals instead of acting on them (yielded list, in arrival order):
-    while the outputs are being finished, a stop must wait for them. ``drive`` still
-    cancels a scan on them while it runs."""
-    received: list[int] = []
-    with _handling(received.append, over_default=False):
-        yield received
-
-
-@contextlib.contextmanager
-def _signals_cancel(runner: asyncio.Runner, stopped: list[int]) -> Iterator[None]:
-    """Turn a stop signal into a cancellation of the scan's tasks, delivered by the loop.
-
-    asyncio.Runner's own handler raises KeyboardInterrupt wherever the main thread happens
-    to be, which can be inside uvloop's internals and leave the loop unusable ("this event
-    loop is already running"); a cancellation arrives at an await, where cleanup works.
-    Which signal it was is appended to ``stopped``.
-    """
-
-    def cancel_all(loop: asyncio.AbstractEventLoop) -> None:
-        for task in asyncio.all_tasks(loop):
-            task.cancel()
-
-    def on_signal(signum: int) -> None:
-        stopped.append(signum)
-        loop = runner.get_loop()
-        loop.call_soon_threadsafe(cancel_all, loop)
-
-    with _handling(on_signal, over_default=False):
-        yield
-
-
-def scan(targets: str | Iterable[str], ports: PortsArg = None, **options: object) -> Report:
-    """Scan and return the ``Report`` once every probe is answered or timed out.
-
-    ``report.open_ports("127.0.0.1")`` lists a host's open ports, ``report.counts`` the
-    ports per state, ``report.results`` every open and filtered result. Closed ports are
-    counted, not kept (``keep_closed`` is False here): they are the bulk of a scan (65,530
-    of a full scan of one host) and a report holding them all would be most of a large
-    scan's memory. Use ``iscan()`` to see each closed result.
-    """
-    options = {"keep_closed": False, **options}
-    job = Scan(_config(targets, ports, options))
-    for _ in drive(job):
-        pass
-    return job.report
-
-
-for _api in (scan, iscan, ascan):
-    _api.__doc__ = (_api.__doc__ or "").rstrip() + _OPTIONS_DOC
-
-
-def loop_factory() -> type[asyncio.AbstractEventLoop] | None:
-    """uvloop's loop when installed (faster callbacks), else asyncio's default."""
-    try:
-        import uvloop  # optional: the "fast" extra
-    except ImportError:
-        return None
-    return uvloop.Loop
-
-
-__all__ = ["Scan", "ScanConfig", "ascan", "iscan", "scan"]
+__all__ = ["Scan", "ScanConfig"]

@@ -14,7 +14,8 @@ from portscout import Reason, State
 from portscout.engines.pinger import Found, Ping, raw_pings
 from portscout.lab import Host, Lab, Link, ListenerMode
 from portscout.results import IPAddress
-from portscout.scanner import Scan, ScanConfig, drive
+from portscout.running import drive
+from portscout.scanner import Scan, ScanConfig
 from portscout.timing import TimingPolicy
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("isolated")]

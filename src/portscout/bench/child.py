@@ -26,7 +26,8 @@ from typing import Any
 
 from portscout.errors import PortscoutError
 from portscout.results import State
-from portscout.scanner import Scan, ScanConfig, drive
+from portscout.running import drive
+from portscout.scanner import Scan, ScanConfig
 
 
 def vm_hwm_kb() -> int:
