@@ -36,6 +36,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "demo": CORE | {"lab", "output", "scanner", "running", "engines"},
     "bench": CORE | {"bench", "demo", "lab", "scanner", "running", "engines"},
     "cli": None,  # the top: may import anything
+    "cli_args": None,  # the command line's parser, beside cli
     "history_cli": None,  # the history commands, beside cli (imported by cli.main)
     "__main__": {"_entry"},
     "_entry": {"cli"},

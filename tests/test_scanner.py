@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from portscout import scanner
-from portscout.cli import build_parser, config_from_args
+from portscout.cli_args import build_parser, config_from_args
 from portscout.engines.base import EngineOptions
 from portscout.errors import OptionError
 from portscout.plan import Probe

@@ -20,18 +20,20 @@ from portscout.cli import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILURE,
     EXIT_OK,
-    add_dask_option,
-    add_history_options,
-    add_output_options,
     answer_reason,
-    build_parser,
     open_writers,
-    output_options,
     run_scan,
     setup_logging,
 )
 from portscout.cli import _db_path as db_path
-from portscout.cli import _Parser as Parser
+from portscout.cli_args import (
+    Parser,
+    add_dask_option,
+    add_history_options,
+    add_output_options,
+    build_parser,
+    output_options,
+)
 from portscout.errors import OptionError, PortscoutError, StoreError
 from portscout.history_config import config_from_record, recorded_resolver
 from portscout.outfiles import refuse_shared

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from portscout.cli import build_parser
+from portscout.cli_args import build_parser
 from portscout.engines import CONNECT_ENGINE, CONNECT_ENGINES, ENGINES, SYN_ENGINE
 from portscout.scanner import Scan, ScanConfig
 
