@@ -43,7 +43,7 @@ from array import array
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final
+from typing import Final, cast
 
 from portscout.engines import rawsock
 from portscout.engines.base import BACKPRESSURE, CONNECT_ERRORS, EngineOptions, route_verdict
@@ -333,25 +333,32 @@ class _SynScan:
         batch: rawsock.SendBatch | None = None
         runs: list[tuple[int, _Route]] = []  # (first slot, route) of each run of one route
         sent: list[Flight] = []  # in slot order
+        append, offset = sent.append, 0  # offset: the next SYN's place in the batch
         route, last_host = self._last_route, self._last_host
-        for index, flight in enumerate(flights):
+        failed = isinstance(route, Result)  # the host has no route: its ports are decided
+        current: _Route | None = None  # the route of the run being written
+        for flight in flights:
             host, port = flight.probe
             if host is not last_host or route is None:
                 route = self.routes.get(host) or self._route(host, flight.host)
                 self._last_host, self._last_route, last_host = host, route, host
-            if isinstance(route, Result):
+                failed = isinstance(route, Result)
+            if failed:
+                assert isinstance(route, Result)
                 self.scheduler.decided(flight, route._replace(port=port, tries=flight.tries))
                 continue
-            if not runs or runs[-1][1] is not route:
-                if route.batch is not batch:  # another address family: its own socket
+            if route is not current:
+                current = cast(_Route, route)
+                if current.batch is not batch:  # another address family: its own socket
                     if batch is not None and not self._flush(batch, sent, runs):
-                        for later in flights[index:]:
+                        for later in flights[flights.index(flight) :]:
                             self.scheduler.unsent(later)
                         return False
-                    batch, runs, sent = route.batch, [], []
-                runs.append((len(sent), route))
+                    batch, runs, sent = current.batch, [], []
+                    append, offset = sent.append, 0
+                runs.append((len(sent), current))
                 hasher, pack, peer, peer_int = (
-                    route.hasher, route.template.pack_into, route.peer, route.peer_int,
+                    current.hasher, current.template.pack_into, current.peer, current.peer_int,
                 )  # fmt: skip
                 buffer, slot = batch.buffer, batch.slot
             tries = flight.tries  # a try's source port tells which try an answer is for
@@ -359,10 +366,11 @@ class _SynScan:
             digest = hasher.copy()
             digest.update(ports(sport, port))
             seq = int.from_bytes(digest.digest(), "big")
-            pack(buffer, len(sent) * slot, peer_int, sport, port, seq)
+            pack(buffer, offset, peer_int, sport, port, seq)
+            offset += slot
             flight.tag = ((seq + 1) & mask) << 16 | sport
             table[(peer, port)] = flight
-            sent.append(flight)
+            append(flight)
         return batch is None or self._flush(batch, sent, runs)
 
     def _flush(
