@@ -6,6 +6,7 @@ probe but one kind (``Lab(input_rules=...)``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -152,6 +153,20 @@ def test_each_ping_kind_alone_finds_only_its_host(kind: Ping, host: IPv4Address)
         asyncio.run(raw_pings(hosts, TimingPolicy(), found, kinds=[kind]))
     assert set(found.result.up) == {host}
     assert host in found.result.rtts
+
+
+@pytest.mark.parametrize(("retries", "packets"), [(0, 1), (1, 2), (10, 2)])
+def test_ping_rounds_follow_max_retries(
+    retries: int, packets: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A silent host gets a ping of each kind a round: two rounds (nmap retransmits a
+    ping once), one where --max-retries 0 gives every probe a single try."""
+    policy = TimingPolicy(max_retries=retries)
+    with Lab(lab_hosts(), link=Link(rtt=0.010)), caplog.at_level(logging.DEBUG):
+        found = Found([DOWN], policy)
+        asyncio.run(raw_pings([DOWN], policy, found, kinds=[Ping.ECHO]))
+    assert not found.result.up
+    assert f"pings: {packets} packets to 1 hosts, 0 up" in caplog.text
 
 
 def test_a_group_pinged_ahead_is_reported_in_its_turn() -> None:

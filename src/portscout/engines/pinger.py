@@ -8,7 +8,8 @@ are ``pings``'s (pure). Imports the core and ``rawsock``; never output, store or
 Why not the SYN engine: a ping needs no port state, no per-probe retry timer and no
 congestion window, only "did this host answer anything". Each round sends every probe
 kind to every host not yet found, paced at the scan's --max-rate (else ``PING_RATE``),
-then waits for the answers the round trips so far suggest; ``TRIES`` rounds. What is kept
+then waits for the answers the round trips so far suggest; ``TRIES`` rounds (one with
+--max-retries 0). What is kept
 per host is its first send time of the round and our address for it, for the hosts of
 one call (one host group) only. Answers are matched statelessly by their keyed cookies,
 and each socket is filtered in the kernel to our source-port block or to the reply types.
@@ -303,19 +304,26 @@ class _Pinger:
         self.routes.clear()
 
 
+def rounds_for(policy: TimingPolicy) -> int:
+    """Rounds of pings: ``TRIES``, or fewer where --max-retries allows fewer (0: one
+    round, as every probe of the scan gets one try)."""
+    return max(1, min(TRIES, policy.max_retries + 1))
+
+
 async def raw_pings(
     hosts: Sequence[IPAddress],
     policy: TimingPolicy,
     found: Found,
     kinds: Sequence[Ping] = DEFAULT_PINGS,
 ) -> None:
-    """Ping ``hosts`` (none loopback) with ``kinds``, ``TRIES`` rounds, marking in
-    ``found`` each host that answers. Raises ``PrivilegeError`` without raw sockets,
+    """Ping ``hosts`` (none loopback) with ``kinds``, ``rounds_for(policy)`` rounds,
+    marking in ``found`` each host that answers. Raises ``PrivilegeError`` without raw sockets,
     ``OSError`` when no source port block is free."""
     claim = rawsock.claim_source_ports(TRIES)
     pinger = _Pinger(found, kinds, policy.max_rate or PING_RATE, claim.ports)
+    rounds = rounds_for(policy)
     try:
-        for round_ in range(TRIES):
+        for round_ in range(rounds):
             await pinger.round(hosts, round_)
             if all(host in found for host in hosts):
                 break
