@@ -117,6 +117,11 @@ def lab_rows(
             "--shard 1/2 + 2/2": [
                 portscout("--shard", f"{i}/2", "-oJ", str(work / f"part{i}.jsonl")) for i in (1, 2)
             ],
+            # 4 scanners on every host (one per part), as 4 machines would be
+            "--shard 1/4 .. 4/4": [
+                portscout("--shard", f"{i}/4", "-oJ", str(work / f"part{i}.jsonl"))
+                for i in (1, 2, 3, 4)
+            ],
         }
         if only:
             runs = {name: commands for name, commands in runs.items() if name in only}
@@ -129,7 +134,7 @@ def lab_rows(
             out = Path(commands[0][commands[0].index("-oJ") + 1])
             if name.startswith("--shard"):
                 out = work / "merged.jsonl"
-                parts = [str(work / "part1.jsonl"), str(work / "part2.jsonl")]
+                parts = [command[command.index("-oJ") + 1] for command in commands]
                 merge = [sys.executable, "-m", "portscout", "merge", "-oJ", str(out),
                          "--no-fold", "-q", *parts]  # fmt: skip
                 t = time.perf_counter()

@@ -42,6 +42,19 @@ def test_parts_are_disjoint_and_cover_every_group(
     assert set(seen) == every  # and they cover the scan
 
 
+def test_parts_of_a_large_group_split_it_by_host() -> None:
+    """Each host meets one part (one scanner): every n-th host from the i-th, all ports."""
+    targets = HostList(IPv4Address(0xC6120000 + i) for i in range(10))
+    (g,) = host_groups(targets, 4096)
+    owners = []
+    for i in (1, 2, 3):
+        plan, part = part_of(g, range(1, 51), 7, (i, 3), True)
+        probes = list(plan.probes(part))
+        owners.append({p.host for p in probes})
+        assert len(probes) == 50 * len(owners[-1])  # every port of its hosts
+    assert [sorted(o) for o in owners] == [sorted(targets[i::3]) for i in range(3)]
+
+
 def test_parts_under_other_keys_overlap() -> None:
     """Why --shard needs --seed: each key walks another order."""
     targets = HostList([IPv4Address("198.18.0.1")])
@@ -179,9 +192,9 @@ def test_pieces_give_each_host_to_one_worker_and_cover_the_part(
 def test_a_part_uses_the_worker_processes_and_parts_still_add_up(
     discovery: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``--shard I/N`` on 2 worker processes, as a whole scan would run: each part's
-    positions split between them, only the hosts found up; the parts stay disjoint and
-    cover the scan (3 hosts of which 127.0.0.1 listens, 2000 ports)."""
+    """``--shard I/N`` on 2 worker processes, as a whole scan would run: each part (every
+    third host) split between them by host, only the hosts found up; the parts stay
+    disjoint and cover the scan (6 hosts of which 127.0.0.1 listens, 2000 ports)."""
     pieces: list[list[Piece]] = []
 
     def spy(given: list[Piece], *args: Any, **kwargs: Any) -> Any:
@@ -189,7 +202,8 @@ def test_a_part_uses_the_worker_processes_and_parts_still_add_up(
         return run_sharded(given, *args, **kwargs)
 
     monkeypatch.setattr(scanner, "run_sharded", spy)
-    targets = ["127.0.0.1-3"]
+    targets = ["127.0.0.1-6"]
+    addresses = [IPv4Address(f"127.0.0.{i}") for i in range(1, 7)]
     with serve({("127.0.0.1", port): "accept" for port in OPEN}):
         options = {"key": 78, "discovery": discovery, "keep_closed": True, "processes": 2}
         whole = list(portscout.iscan(targets, "1-2000", **{**options, "processes": 1}))
@@ -197,12 +211,13 @@ def test_a_part_uses_the_worker_processes_and_parts_still_add_up(
             list(portscout.iscan(targets, "1-2000", shard=(i, 3), **options)) for i in (1, 2, 3)
         ]
     assert [len(p) for p in pieces] == [2, 2, 2]  # each part over 2 processes
-    for split in pieces:  # by host: each host of a part meets one of them
-        hosts = [frozenset(h for h in ("127.0.0.1", "127.0.0.2", "127.0.0.3")
-                           if IPv4Address(h) in (piece[2] or ())) for piece in split]  # fmt: skip
-        assert not hosts[0] & hosts[1]
+    owners = [
+        {h for h in addresses if h in (piece[2] or ())} for split in pieces for piece in split
+    ]
+    assert sorted(len(o) for o in owners) == [1] * 6  # each host: one process of one part
+    assert set().union(*owners) == set(addresses)
     seen = [(r.host, r.port, r.state) for part in parts for r in part]
-    assert len(seen) == len(set(seen)) == 6000
+    assert len(seen) == len(set(seen)) == 12000
     assert set(seen) == {(r.host, r.port, r.state) for r in whole}
     assert sorted(r.port for part in parts for r in part if r.state is State.OPEN) == list(OPEN)
 

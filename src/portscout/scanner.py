@@ -595,10 +595,22 @@ def _check_shard(config: ScanConfig) -> None:
 def part_of(
     group: HostGroup, ports: Sequence[int], key: int, shard: tuple[int, int], randomize: bool
 ) -> tuple[ScanPlan, Shard]:
-    """The plan of every target of ``group`` and the positions of its part ``shard``
-    (``(i, n)``, 1-based): the n parts of a group are disjoint and cover its probes."""
-    plan = ScanPlan.create(group, ports, key, randomized=randomize)
+    """The plan of part ``shard`` (``(i, n)``, 1-based) of ``group`` and the positions of
+    it to scan: the n parts of a group are disjoint and cover its probes.
+
+    A group of n targets or more is split by host: part i scans every n-th target from
+    the i-th, all its ports, so that each host meets one scanner (each learns the host's
+    RST rate limit from its own drops: 4 parts by position made 102-300 closed ports
+    filtered on lab (b)), and each part pings only its own hosts. A smaller group is
+    split by position in its keyed permutation (its hosts' ports shared out).
+    """
     i, n = shard
+    if group.size >= n:
+        hosts = HostList(group[j] for j in range(i - 1, group.size, n))
+        plan = ScanPlan.create(hosts, ports, key, randomized=randomize)
+        (whole,) = plan.shards(1)  # the whole cycle (longer than the plan when shuffled)
+        return plan, whole
+    plan = ScanPlan.create(group, ports, key, randomized=randomize)
     return plan, plan.shards(n)[i - 1]
 
 
