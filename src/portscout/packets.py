@@ -134,9 +134,14 @@ def pseudo_header(src: IPAddress, dst: IPAddress, length: int, proto: int = IPPR
     """
     if src.version != dst.version:
         raise ValueError(f"address families differ: {src} and {dst}")
-    if src.version == 4:
-        return src.packed + dst.packed + struct.pack("!BBH", 0, proto, length)
-    return src.packed + dst.packed + struct.pack("!I3xB", length, proto)
+    return packed_pseudo_header(src.packed, dst.packed, length, proto)
+
+
+def packed_pseudo_header(src: bytes, dst: bytes, length: int, proto: int = IPPROTO_TCP) -> bytes:
+    """``pseudo_header`` of packed addresses (4 or 16 bytes each, one family)."""
+    if len(src) == 4:
+        return src + dst + struct.pack("!BBH", 0, proto, length)
+    return src + dst + struct.pack("!I3xB", length, proto)
 
 
 def tcp_checksum(src: IPAddress, dst: IPAddress, segment: bytes) -> int:

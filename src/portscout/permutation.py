@@ -83,8 +83,8 @@ class Shard:
         return max(0, self.stop - self.start)
 
     def split(self, count: int) -> list[Shard]:
-        """This shard in ``count`` contiguous pieces of nearly equal length (a ``--shard``
-        part over this machine's worker processes): disjoint, covering it."""
+        """This shard in ``count`` contiguous pieces of nearly equal length: disjoint,
+        covering it (a permutation's cycle in shards, a shard over worker processes)."""
         if count < 1:
             raise ValueError(f"shard count must be positive, got {count}")
         size = len(self)
@@ -143,8 +143,4 @@ class Permutation:
 
     def shards(self, count: int) -> list[Shard]:
         """Split the cycle into ``count`` contiguous shards of nearly equal length."""
-        if count < 1:
-            raise ValueError(f"shard count must be positive, got {count}")
-        cycle = self.cycle
-        bounds = [cycle * i // count for i in range(count + 1)]
-        return [Shard(bounds[i], bounds[i + 1]) for i in range(count)]
+        return Shard(0, self.cycle).split(count)

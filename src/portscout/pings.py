@@ -30,7 +30,7 @@ import hashlib
 import struct
 from typing import Final
 
-from portscout.packets import ACK, IPPROTO_TCP, RST, SYN, checksum
+from portscout.packets import ACK, IPPROTO_TCP, RST, SYN, checksum, packed_pseudo_header
 from portscout.results import Reason
 
 SYN_PING_PORT: Final = 443
@@ -63,12 +63,6 @@ def cookie(hasher: hashlib.blake2b, peer: bytes, sport: int, dport: int) -> int:
     return int.from_bytes(digest.digest(), "big")
 
 
-def _pseudo_header(local: bytes, peer: bytes, length: int) -> bytes:
-    if len(local) == 4:
-        return local + peer + struct.pack("!BBH", 0, IPPROTO_TCP, length)
-    return local + peer + struct.pack("!IxxxB", length, IPPROTO_TCP)
-
-
 def tcp_ping(local: bytes, peer: bytes, sport: int, dport: int, flags: int, value: int) -> bytes:
     """A 20-byte TCP segment from ``local``:``sport`` to ``peer``:``dport`` (packed
     addresses of one family) with its checksum: a SYN with sequence number ``value``
@@ -77,7 +71,7 @@ def tcp_ping(local: bytes, peer: bytes, sport: int, dport: int, flags: int, valu
     For a raw ``IPPROTO_TCP`` socket: the kernel adds the IP header."""
     seq, ack = (value, 0) if flags & SYN else (value ^ 0x5EED5EED, value)
     header = _TCP.pack(sport, dport, seq, ack, 5 << 4, flags, WINDOW, 0, 0)
-    csum = checksum(_pseudo_header(local, peer, len(header)) + header)
+    csum = checksum(packed_pseudo_header(local, peer, len(header)) + header)
     return header[:16] + csum.to_bytes(2, "big") + header[18:]
 
 

@@ -141,11 +141,8 @@ class ScanPlan:
         """
         (whole,) = self.shards(1)  # the whole cycle (longer than the plan when shuffled)
         shard = whole if shard is None else shard
-        chosen = (
-            [self.targets[i] for i in range(self.targets.size)]
-            if hosts is None
-            else [h for h in (self.targets[i] for i in range(self.targets.size)) if h in hosts]
-        )
+        every = (self.targets[i] for i in range(self.targets.size))
+        chosen = [h for h in every if hosts is None or h in hosts]
         if len(chosen) < 2:
             return [(self, s, hosts) for s in shard.split(min(count, 2))]
         count = min(count, len(chosen))

@@ -321,8 +321,7 @@ class Scan:
         report.probes_planned = self._planned + expected - len(self.config.done)
         if self.config.ping_only:
             report.probes_planned = 0
-        options = self._options_for(self._processes_for(plan.size))
-        return plan, replace(options, rtt_hints=found.rtts)
+        return plan, replace(self._options_for(plan.size), rtt_hints=found.rtts)
 
     async def _ping(self, hosts: list[IPAddress]) -> Discovered:
         """Discovery of ``hosts`` (those of a group, or of a shard's part of it), its
@@ -366,8 +365,12 @@ class Scan:
         disjoint parts; discovery pings only the hosts the part has probes for.
         """
         plan, part = part_of(group, self.ports, self.plan.key, shard, self.config.randomize)
-        per_host = Counter(probe.host for probe in plan.probes(part))
-        options = self._options_for(self._processes_for(len(part)))
+        if part == plan.shards(1)[0]:  # whole hosts (``part_of``): every port of each
+            hosts = plan.targets
+            per_host = Counter({hosts[i]: len(self.ports) for i in range(hosts.size)})
+        else:  # a group smaller than the parts: walk it for the hosts it has probes of
+            per_host = Counter(probe.host for probe in plan.probes(part))
+        options = self._options_for(len(part))
         if self.config.discovery or self.config.ping_only:
             found = await self._ping([h for h in group if h in per_host])
             up: Container[IPAddress] = found.up
@@ -382,10 +385,10 @@ class Scan:
         async for batch in self._group_batches(plan, options, Part(part, up)):
             yield batch
 
-    def _options_for(self, processes: int) -> EngineOptions:
-        """The engine options for a scan over ``processes``: each worker's share where it
-        is split, the whole policy where it runs in this process."""
-        if processes > 1:
+    def _options_for(self, size: int) -> EngineOptions:
+        """The engine options for ``size`` probes: each worker's share where they are
+        split over processes, the whole policy where they run in this process."""
+        if self._processes_for(size) > 1:
             return self.options
         return replace(self.options, timing=self.policy)
 
@@ -502,7 +505,7 @@ class Scan:
             plan = ScanPlan.create(
                 group, self.ports, self.plan.key, randomized=self.config.randomize
             )
-            options = self._options_for(self._processes_for(plan.size))
+            options = self._options_for(plan.size)
         if not self.config.ping_only:
             async for batch in self._group_batches(plan, options):
                 yield batch
