@@ -439,3 +439,28 @@ def test_sharded_workers_count_closed_ports(
 @pytest.mark.skipif(os.geteuid() != 0, reason="root only: a capability could also allow it")
 def test_raw_sockets_allowed_as_root() -> None:
     assert rawsock.raw_sockets_allowed()
+
+
+@pytest.mark.netns
+@pytest.mark.usefixtures("isolated")
+def test_sharded_workers_report_closed_ports_as_they_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker whose engine only counts closed ports (nothing yielded) still sends its
+    counts every batch tick, not at its end: progress moves, and a Ctrl-C keeps what was
+    found (a rate-limited full scan had reported 0 probes after 2 s)."""
+    monkeypatch.setitem(ENGINES, "syn", replace(ENGINES["syn"], create=SynEngine))
+    plan = ScanPlan.create(parse_targets(["127.0.0.1"]), range(1, 65536), KEY)
+    slow = EngineOptions(timing=TimingPolicy().with_options(max_rate=1000.0))
+
+    async def first_count() -> int:
+        batches = run_sharded([(plan, s, None) for s in plan.shards(2)], "syn", slow,
+                              closed_as="count")  # fmt: skip
+        try:
+            async for count, _tries, _batch, _groups in batches:
+                if count:
+                    return count
+            return 0
+        finally:
+            await batches.aclose()
+
+    # 65,535 ports at 1,000/s take a minute: counts must come long before the end.
+    assert asyncio.run(asyncio.wait_for(first_count(), timeout=5)) > 0

@@ -17,10 +17,9 @@ import multiprocessing
 import os
 import pickle
 import signal
-import time
 import typing
 from array import array
-from collections.abc import AsyncIterator, Container, Sequence
+from collections.abc import AsyncGenerator, Container, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from multiprocessing.context import ForkProcess
 from typing import Literal
@@ -117,7 +116,6 @@ def _worker(
         closed = counted = 0  # counted: of the engine's own count of closed ports
         closed_tries = 0  # probes sent to the closed ports not in rows
         accounted = 0  # probes reported so far, for the syn engine's final correction
-        flushed = time.monotonic()
         engine = create_engine(engine_name)
         in_results = closed_as == "results"
         grouped = closed_as == "ports"
@@ -127,7 +125,7 @@ def _worker(
             counter.closed_ports = {} if grouped else None
 
         def flush(last: bool = False) -> None:
-            nonlocal rows, groups, closed, counted, closed_tries, accounted, flushed
+            nonlocal rows, groups, closed, counted, closed_tries, accounted
             if counter is not None:  # counted in the engine: one try each, until corrected
                 fresh = counter.closed - counted
                 closed, closed_tries, counted = closed + fresh, closed_tries + fresh, counter.closed
@@ -144,25 +142,38 @@ def _worker(
             ]
             frame = (closed, closed_tries, rows, closed_rows)
             _send_frame(fd, pickle.dumps(frame, pickle.HIGHEST_PROTOCOL))
-            rows, groups, closed, closed_tries, flushed = [], {}, 0, 0, time.monotonic()
+            rows, groups, closed, closed_tries = [], {}, 0, 0
+
+        async def tick() -> None:
+            """A frame every ``BATCH_SECONDS`` with what is new, also while the engine
+            yields nothing (the closed ports it only counts, an open port waiting for
+            company): the progress moves, and a Ctrl-C loses a tick at most."""
+            while True:
+                await asyncio.sleep(BATCH_SECONDS)
+                if rows or closed or (counter is not None and counter.closed != counted):
+                    flush()
 
         probes = plan.probes(shard, skip=skip)
         if hosts is not None:  # some hosts only (another worker's, or found down)
             probes = (probe for probe in probes if probe.host in hosts)
-        async for result in engine.run(probes, options):
-            if result.state is not State.CLOSED or in_results:
-                rows.append(_encode(result))
-            else:
-                closed += 1
-                closed_tries += result.tries
-                if grouped:
-                    key = (result.host, result.reason)
-                    ports = groups.get(key)
-                    if ports is None:
-                        ports = groups[key] = array("H")
-                    ports.append(result.port)
-            if len(rows) + closed >= BATCH_SIZE or time.monotonic() - flushed > BATCH_SECONDS:
-                flush()
+        ticker = asyncio.create_task(tick())
+        try:
+            async for result in engine.run(probes, options):
+                if result.state is not State.CLOSED or in_results:
+                    rows.append(_encode(result))
+                else:
+                    closed += 1
+                    closed_tries += result.tries
+                    if grouped:
+                        key = (result.host, result.reason)
+                        ports = groups.get(key)
+                        if ports is None:
+                            ports = groups[key] = array("H")
+                        ports.append(result.port)
+                if len(rows) + closed >= BATCH_SIZE:
+                    flush()
+        finally:
+            ticker.cancel()
         flush(last=True)
 
     try:
@@ -214,7 +225,7 @@ async def run_sharded(
     *,
     closed_as: ClosedAs,
     skip: frozenset[Probe] = frozenset(),
-) -> AsyncIterator[tuple[int, int, list[Result], list[ClosedPorts]]]:
+) -> AsyncGenerator[tuple[int, int, list[Result], list[ClosedPorts]], None]:
     """Yield ``(closed_count, closed_tries, results, closed_ports)`` batches, one forked
     worker per piece: a plan, the shard of it to scan and, unless None, the only hosts
     whose probes it sends (``ScanPlan.pieces``; the forked workers inherit them: nothing
